@@ -1,0 +1,43 @@
+#ifndef CORE_BROKER_H
+#define CORE_BROKER_H
+
+#include <amqp.h>
+#include <stddef.h>
+
+/*
+ * Connection and topology shared by moonrabbit and the mrctl tool, so the
+ * work queue is always declared with the same arguments: a durable queue
+ * whose rejected messages go to <queue>.dlx and land in <queue>.dlq.
+ * Errors come back as negative codes with a text in err; nothing here logs.
+ */
+
+#define BROKER_CHANNEL 1
+#define BROKER_NAME_MAX 256
+
+struct broker_names {
+	char queue[BROKER_NAME_MAX];
+	char dlx[BROKER_NAME_MAX];
+	char dlq[BROKER_NAME_MAX];
+};
+
+/* Derives the dead-letter exchange and queue names from queue. */
+void broker_names_for(const char *queue, struct broker_names *out);
+
+/* Opens a connection to url (amqp://user:pass@host:port/vhost), logs in
+ * with the given heartbeat (seconds, 0 = off) and opens BROKER_CHANNEL.
+ * On success *out owns the connection: close with broker_close(). */
+int broker_connect(const char *url, int heartbeat,
+		   amqp_connection_state_t *out, char *err, size_t errlen);
+
+/* Declares the dead-letter exchange and queue and the work queue. */
+int broker_declare(amqp_connection_state_t conn,
+		   const struct broker_names *names, char *err, size_t errlen);
+
+/* Closes the channel and connection, ignoring errors, and frees conn. */
+void broker_close(amqp_connection_state_t conn);
+
+/* Describes a failed RPC reply in err; returns -EIO for convenience. */
+int broker_reply_error(amqp_rpc_reply_t r, const char *what, char *err,
+		       size_t errlen);
+
+#endif

@@ -1,0 +1,484 @@
+#include "consumer.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "broker.h"
+#include "gate.h"
+#include "job.h"
+#include "log.h"
+
+/* The heartbeat lets both sides notice a dead peer within about two
+ * intervals; 30 s is RabbitMQ's own suggestion for busy consumers. */
+#define HEARTBEAT_S 30
+/* The loop wakes at least this often to send heartbeats and to check for
+ * a stop or an empty queue. */
+#define TICK_MS 100
+/* Header and body frames follow a delivery at once; waiting longer than
+ * this for one means the connection is gone. */
+#define FRAME_WAIT_S 30
+/* In drain mode, quiet this long with nothing in flight before asking the
+ * broker whether the queue is empty. */
+#define DRAIN_QUIET_S 0.3
+
+struct consumer {
+	const struct consumer_opts *o;
+	amqp_connection_state_t conn;
+	struct broker_names names;
+	amqp_bytes_t consumer_tag;
+	struct consumer_summary *sum;
+	double first_delivery;
+	double last_settle;
+	double last_activity;
+	double stop_deadline;
+	int stopping;
+	char *err;
+	size_t errlen;
+};
+
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+
+static int status_error(struct consumer *c, int status, const char *what)
+{
+	snprintf(c->err, c->errlen, "%s: %s", what, amqp_error_string2(status));
+	return -EIO;
+}
+
+
+/* Waits up to timeout_s for the next frame. Returns 0, -EAGAIN on
+ * timeout, or -EIO with the reason in c->err. */
+static int wait_frame(struct consumer *c, amqp_frame_t *f, double timeout_s)
+{
+	struct timeval tv = {(time_t)timeout_s,
+			     (suseconds_t)((timeout_s - (time_t)timeout_s) *
+					   1e6)};
+	int rc = amqp_simple_wait_frame_noblock(c->conn, f, &tv);
+
+	if (rc == AMQP_STATUS_TIMEOUT)
+		return -EAGAIN;
+	if (rc != AMQP_STATUS_OK)
+		return status_error(c, rc, "failed to read from the broker");
+	c->last_activity = now_s();
+	return 0;
+}
+
+
+static int send_status(struct consumer *c, int rc, const char *what)
+{
+	return rc == AMQP_STATUS_OK ? 0 : status_error(c, rc, what);
+}
+
+
+/* Acks or rejects a finished job, counts and logs its outcome. */
+static int settle(struct consumer *c, struct job *job)
+{
+	enum outcome o = job->outcome;
+	int rc;
+
+	if (o == OUTCOME_OK)
+		rc = amqp_basic_ack(c->conn, BROKER_CHANNEL, job->delivery_tag,
+				    0);
+	else
+		rc = amqp_basic_reject(c->conn, BROKER_CHANNEL,
+				       job->delivery_tag,
+				       o == OUTCOME_SHUTDOWN);
+	c->sum->counts[o]++;
+	c->last_settle = c->last_activity = now_s();
+	if (o == OUTCOME_OK)
+		LOG(LOG_DEBUG, "delivery_acked",
+		    LF_S("message_id", job->message_id),
+		    LF_U("delivery", job->delivery_tag),
+		    LF_D("ms", job->run_ms));
+	else
+		LOG(o == OUTCOME_SHUTDOWN ? LOG_INFO : LOG_WARN,
+		    o == OUTCOME_SHUTDOWN ? "delivery_requeued"
+					  : "delivery_rejected",
+		    LF_S("queue", c->names.queue),
+		    LF_S("message_id", job->message_id),
+		    LF_U("delivery", job->delivery_tag),
+		    LF_S("outcome", outcome_name(o)),
+		    LF_S("reason", job->reason), LF_U("bytes", job->body_len));
+	return send_status(c, rc, "failed to settle a delivery");
+}
+
+
+static int settle_list(struct consumer *c, struct job *list)
+{
+	int rc = 0;
+
+	while (list) {
+		struct job *next = list->next;
+
+		if (rc == 0)
+			rc = settle(c, list);
+		job_free(list);
+		list = next;
+	}
+	return rc;
+}
+
+
+static void copy_bytes(char *dst, size_t cap, amqp_bytes_t b)
+{
+	size_t n = b.len < cap - 1 ? b.len : cap - 1;
+
+	memcpy(dst, b.bytes, n);
+	dst[n] = '\0';
+}
+
+
+/* Reads body frames until size bytes have come; into dst when it is not
+ * NULL, else into nothing, releasing each frame's buffer at once. */
+static int read_body(struct consumer *c, uint64_t size, char *dst)
+{
+	uint64_t got = 0;
+	amqp_frame_t f;
+
+	while (got < size) {
+		int rc = wait_frame(c, &f, FRAME_WAIT_S);
+
+		if (rc == -EAGAIN)
+			return status_error(c, AMQP_STATUS_TIMEOUT,
+					    "failed to read a message body");
+		if (rc < 0)
+			return rc;
+		if (f.frame_type != AMQP_FRAME_BODY ||
+		    got + f.payload.body_fragment.len > size) {
+			snprintf(c->err, c->errlen, "failed to read a message "
+				 "body: unexpected frame type %u",
+				 f.frame_type);
+			return -EIO;
+		}
+		if (dst)
+			memcpy(dst + got, f.payload.body_fragment.bytes,
+			       f.payload.body_fragment.len);
+		got += f.payload.body_fragment.len;
+		if (!dst)
+			amqp_maybe_release_buffers_on_channel(c->conn,
+							      BROKER_CHANNEL);
+	}
+	return 0;
+}
+
+
+/* Reads the content header that follows a delivery into job. */
+static int read_header(struct consumer *c, struct job *job, uint64_t *size)
+{
+	amqp_basic_properties_t *p;
+	amqp_frame_t f;
+	int rc = wait_frame(c, &f, FRAME_WAIT_S);
+
+	if (rc == -EAGAIN)
+		return status_error(c, AMQP_STATUS_TIMEOUT,
+				    "failed to read a content header");
+	if (rc < 0)
+		return rc;
+	if (f.frame_type != AMQP_FRAME_HEADER) {
+		snprintf(c->err, c->errlen, "failed to read a content header: "
+			 "unexpected frame type %u", f.frame_type);
+		return -EIO;
+	}
+	*size = f.payload.properties.body_size;
+	p = f.payload.properties.decoded;
+	if (p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG)
+		copy_bytes(job->message_id, sizeof job->message_id,
+			   p->message_id);
+	else
+		snprintf(job->message_id, sizeof job->message_id, "-");
+	if (p->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG)
+		copy_bytes(job->content_type, sizeof job->content_type,
+			   p->content_type);
+	return 0;
+}
+
+
+/* Settles a delivery the loop refuses itself (too large, or arriving
+ * during shutdown) without a worker. */
+static int refuse(struct consumer *c, struct job *job, enum outcome o,
+		  uint64_t size)
+{
+	job->outcome = o;
+	job->body_len = (size_t)size;
+	if (o == OUTCOME_SIZE_LIMIT)
+		snprintf(job->reason, sizeof job->reason,
+			 "size_limit: body_size=%llu over max_message_bytes="
+			 "%llu", (unsigned long long)size,
+			 (unsigned long long)c->o->limits->max_message_bytes);
+	else
+		snprintf(job->reason, sizeof job->reason, "worker stopping");
+	return settle_list(c, job);
+}
+
+
+static int on_deliver(struct consumer *c, const amqp_basic_deliver_t *d)
+{
+	struct job *job = calloc(1, sizeof *job);
+	uint64_t size = 0;
+	int rc;
+
+	if (!job)
+		return -ENOMEM;
+	job->delivery_tag = d->delivery_tag;
+	job->redelivered = d->redelivered;
+	if (!c->first_delivery)
+		c->first_delivery = now_s();
+	rc = read_header(c, job, &size);
+	if (rc < 0)
+		goto fail;
+	c->sum->bytes_in += size;
+
+	if (gate_body_size(size, c->o->limits) != OUTCOME_OK || c->stopping) {
+		rc = read_body(c, size, NULL);
+		if (rc < 0)
+			goto fail;
+		return refuse(c, job,
+			      c->stopping ? OUTCOME_SHUTDOWN
+					  : OUTCOME_SIZE_LIMIT, size);
+	}
+	/* One spare byte so an empty body still gets a buffer. */
+	job->body = malloc((size_t)size + 1);
+	if (!job->body) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	job->body_len = (size_t)size;
+	rc = read_body(c, size, job->body);
+	if (rc < 0)
+		goto fail;
+	amqp_maybe_release_buffers_on_channel(c->conn, BROKER_CHANNEL);
+	pool_submit(c->o->pool, job);
+	return 0;
+fail:
+	job_free(job);
+	return rc;
+}
+
+
+static int on_method(struct consumer *c, const amqp_frame_t *f)
+{
+	switch (f->payload.method.id) {
+	case AMQP_BASIC_DELIVER_METHOD:
+		return on_deliver(c, f->payload.method.decoded);
+	case AMQP_BASIC_CANCEL_METHOD:
+		snprintf(c->err, c->errlen, "the broker cancelled the consumer "
+			 "(queue %s deleted?)", c->names.queue);
+		return -EIO;
+	case AMQP_CHANNEL_CLOSE_METHOD:
+	case AMQP_CONNECTION_CLOSE_METHOD: {
+		amqp_rpc_reply_t r = {.reply_type =
+					      AMQP_RESPONSE_SERVER_EXCEPTION,
+				      .reply = f->payload.method};
+
+		snprintf(c->err, c->errlen, "broker closed the connection");
+		return broker_reply_error(r, "consuming", c->err, c->errlen);
+	}
+	default:
+		return 0;
+	}
+}
+
+
+/* Sleeps until the socket or the pool's eventfd is readable, or a tick
+ * passes, then reads a frame if one is complete. Returns as wait_frame. */
+static int next_frame(struct consumer *c, amqp_frame_t *f)
+{
+	struct pollfd pfd[2] = {
+		{.fd = amqp_get_sockfd(c->conn), .events = POLLIN},
+		{.fd = pool_event_fd(c->o->pool), .events = POLLIN},
+	};
+
+	if (!amqp_frames_enqueued(c->conn) && !amqp_data_in_buffer(c->conn)) {
+		if (poll(pfd, 2, TICK_MS) < 0 && errno != EINTR) {
+			snprintf(c->err, c->errlen, "failed to poll: %s",
+				 strerror(errno));
+			return -EIO;
+		}
+	}
+	/* Called even when only the eventfd woke us: a zero wait still
+	 * lets rabbitmq-c send a heartbeat that has come due. */
+	return wait_frame(c, f, 0);
+}
+
+
+static int setup(struct consumer *c)
+{
+	const struct config *cfg = c->o->cfg;
+	amqp_basic_consume_ok_t *ok;
+	amqp_rpc_reply_t r;
+	int rc;
+
+	broker_names_for(cfg->amqp_queue, &c->names);
+	rc = broker_connect(cfg->amqp_url, HEARTBEAT_S, &c->conn, c->err,
+			    c->errlen);
+	if (rc < 0)
+		return rc;
+	rc = broker_declare(c->conn, &c->names, c->err, c->errlen);
+	if (rc < 0)
+		return rc;
+	amqp_basic_qos(c->conn, BROKER_CHANNEL, 0, (uint16_t)cfg->prefetch, 0);
+	r = amqp_get_rpc_reply(c->conn);
+	if (r.reply_type != AMQP_RESPONSE_NORMAL)
+		return broker_reply_error(r, "failed to set prefetch", c->err,
+					  c->errlen);
+	ok = amqp_basic_consume(c->conn, BROKER_CHANNEL,
+				amqp_cstring_bytes(c->names.queue),
+				amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
+	r = amqp_get_rpc_reply(c->conn);
+	if (!ok || r.reply_type != AMQP_RESPONSE_NORMAL)
+		return broker_reply_error(r, "failed to start consuming",
+					  c->err, c->errlen);
+	c->consumer_tag = amqp_bytes_malloc_dup(ok->consumer_tag);
+	return 0;
+}
+
+
+/* Stops deliveries, hands back what no thread has started, and gives
+ * running jobs the grace period. */
+static int begin_stop(struct consumer *c)
+{
+	struct job *queued;
+	amqp_rpc_reply_t r;
+
+	c->stopping = 1;
+	c->stop_deadline = now_s() + c->o->cfg->shutdown_grace_seconds;
+	LOG(LOG_INFO, "stopping", LF_S("queue", c->names.queue),
+	    LF_I("in_flight", pool_in_flight(c->o->pool)));
+	amqp_basic_cancel(c->conn, BROKER_CHANNEL, c->consumer_tag);
+	r = amqp_get_rpc_reply(c->conn);
+	if (r.reply_type != AMQP_RESPONSE_NORMAL)
+		return broker_reply_error(r, "failed to cancel the consumer",
+					  c->err, c->errlen);
+	queued = pool_take_queued(c->o->pool);
+	for (struct job *j = queued; j; j = j->next) {
+		j->outcome = OUTCOME_SHUTDOWN;
+		snprintf(j->reason, sizeof j->reason, "worker stopping");
+	}
+	return settle_list(c, queued);
+}
+
+
+/* In drain mode: true once nothing is in flight, nothing arrived for a
+ * moment, and the broker says no message is ready. */
+static int drained(struct consumer *c)
+{
+	amqp_queue_declare_ok_t *ok;
+
+	if (pool_in_flight(c->o->pool) ||
+	    now_s() - c->last_activity < DRAIN_QUIET_S)
+		return 0;
+	ok = amqp_queue_declare(c->conn, BROKER_CHANNEL,
+				amqp_cstring_bytes(c->names.queue), 1, 0, 0, 0,
+				amqp_empty_table);
+	if (amqp_get_rpc_reply(c->conn).reply_type != AMQP_RESPONSE_NORMAL ||
+	    !ok)
+		return 0;
+	c->last_activity = now_s();
+	return ok->message_count == 0 && !amqp_frames_enqueued(c->conn);
+}
+
+
+/* One turn of the loop: settle what finished, then read one frame. */
+static int turn(struct consumer *c)
+{
+	amqp_frame_t f;
+	int rc = settle_list(c, pool_collect(c->o->pool));
+
+	if (rc < 0)
+		return rc;
+	rc = next_frame(c, &f);
+	if (rc == -EAGAIN)
+		return 0;
+	if (rc < 0)
+		return rc;
+	if (f.frame_type == AMQP_FRAME_METHOD)
+		rc = on_method(c, &f);
+	if (!amqp_frames_enqueued(c->conn))
+		amqp_maybe_release_buffers(c->conn);
+	return rc;
+}
+
+
+/* Returns 1 when the loop should end, 0 to go on, or a negative code. */
+static int should_end(struct consumer *c)
+{
+	if (*c->o->stop && !c->stopping) {
+		int rc = begin_stop(c);
+
+		if (rc < 0)
+			return rc;
+	}
+	if (c->stopping) {
+		if (!pool_in_flight(c->o->pool))
+			return 1;
+		if (now_s() > c->stop_deadline) {
+			LOG(LOG_WARN, "stop_grace_expired",
+			    LF_I("in_flight", pool_in_flight(c->o->pool)));
+			return 1;
+		}
+		return 0;
+	}
+	return c->o->drain && drained(c);
+}
+
+
+static void summarize(struct consumer *c)
+{
+	struct rusage ru;
+
+	c->sum->seconds = c->first_delivery && c->last_settle
+				  ? c->last_settle - c->first_delivery
+				  : 0;
+	if (getrusage(RUSAGE_SELF, &ru) == 0)
+		c->sum->peak_rss_kb = ru.ru_maxrss;
+}
+
+
+int consumer_run(const struct consumer_opts *opts,
+		 struct consumer_summary *sum, char *err, size_t errlen)
+{
+	struct consumer c = {.o = opts, .sum = sum, .err = err,
+			     .errlen = errlen};
+	int rc;
+
+	memset(sum, 0, sizeof *sum);
+	c.last_activity = now_s();
+	rc = setup(&c);
+	if (rc == 0) {
+		char masked[512];
+
+		config_mask_url(opts->cfg->amqp_url, masked, sizeof masked);
+		LOG(LOG_INFO, "consuming", LF_S("queue", c.names.queue),
+		    LF_S("amqp", masked), LF_I("prefetch", opts->cfg->prefetch),
+		    LF_I("concurrency", opts->cfg->concurrency),
+		    LF_B("drain", opts->drain));
+	}
+	while (rc == 0) {
+		rc = should_end(&c);
+		if (rc == 0)
+			rc = turn(&c);
+	}
+	if (rc > 0)
+		rc = 0;
+	if (rc == 0)
+		rc = settle_list(&c, pool_collect(opts->pool));
+	summarize(&c);
+	/* Closing the connection hands every unacked delivery back to the
+	 * broker, which is what a job still running after the grace period
+	 * needs. */
+	broker_close(c.conn);
+	amqp_bytes_free(c.consumer_tag);
+	return rc;
+}

@@ -1,0 +1,42 @@
+#ifndef CORE_CONSUMER_H
+#define CORE_CONSUMER_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "msg_limits.h"
+#include "outcome.h"
+#include "pool.h"
+
+/*
+ * The loop thread: it owns the AMQP connection and is the only thread
+ * that touches it. It reads frames itself, so a body's size is known from
+ * the content header before any body byte is kept; an oversized body is
+ * read frame by frame into nothing and rejected. Accepted deliveries go
+ * to the pool; finished jobs come back through the pool's eventfd and
+ * are acked or rejected here.
+ */
+
+struct consumer_opts {
+	const struct config *cfg;
+	const struct limits *limits;
+	struct pool *pool;
+	int drain;			/* exit once the queue is empty */
+	volatile sig_atomic_t *stop;	/* set by a signal handler */
+};
+
+struct consumer_summary {
+	uint64_t counts[OUTCOME_COUNT];
+	uint64_t bytes_in;
+	double seconds;		/* first delivery to last settle */
+	long peak_rss_kb;
+};
+
+/* Consumes until the queue is drained (drain mode), a stop is asked for,
+ * or the connection fails. Fills *sum in every case. Returns 0, or -EIO
+ * with a reason in err. */
+int consumer_run(const struct consumer_opts *opts,
+		 struct consumer_summary *sum, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,36 @@
+#ifndef CORE_JOB_H
+#define CORE_JOB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "outcome.h"
+
+/*
+ * One delivery on its way through the host. The loop thread creates it
+ * with the body it read, a worker thread fills the outcome and frees the
+ * body as soon as the job script holds its own copy, and the loop thread
+ * acks or rejects and frees the job. Only one thread touches a job at a
+ * time; the queues between them carry the hand-over.
+ */
+
+#define JOB_ID_MAX 128
+#define JOB_REASON_MAX 256
+
+struct job {
+	struct job *next;
+	uint64_t delivery_tag;
+	int redelivered;
+	char message_id[JOB_ID_MAX];
+	char content_type[64];
+	char *body;		/* owned; NULL once handed to Lua */
+	size_t body_len;
+	enum outcome outcome;
+	char reason[JOB_REASON_MAX];
+	double run_ms;
+};
+
+/* Frees job and its body; NULL is fine. */
+void job_free(struct job *job);
+
+#endif

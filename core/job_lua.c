@@ -1,0 +1,664 @@
+/*
+ * The message path on a worker thread: the field gate reads the raw body,
+ * lua-cjson decodes it inside the state (the C body is freed as soon as
+ * Lua holds its copy, so a body exists twice only for that moment), and
+ * handle(msg, host) runs under a traceback handler, an allocation ceiling
+ * and an instruction-count hook that enforces the time budget. A state
+ * that ran out of memory is rebuilt before the next job, since a script
+ * interrupted mid-update cannot be trusted.
+ */
+#include "job_lua.h"
+
+#include <errno.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gate.h"
+#include "log.h"
+
+/* Instructions between two looks at the clock: frequent enough that a
+ * runaway loop overshoots its budget by well under a millisecond. */
+#define HOOK_EVERY 10000
+#define QUERY_PARAMS_MAX 64
+#define LOG_FIELDS_MAX 16
+
+struct job_state {
+	lua_State *L;
+	struct job_env env;
+	size_t mem_used;
+	size_t mem_cap;		/* 0 while the state is being built */
+	int ref_handle;
+	int ref_init;
+	int ref_decode;
+	int ref_encode;
+	int ref_host;
+	PGconn *conn;		/* checked out for the running job */
+	struct job *job;	/* the running job, for logs */
+	double deadline;	/* monotonic seconds */
+	int broken;		/* rebuild before the next job */
+};
+
+struct pgres_box {
+	PGresult *r;
+};
+
+
+static double monotonic_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+
+/* The allocator refuses growth past the ceiling; Lua turns the refusal
+ * into a memory error that unwinds the job, not the process. */
+static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+	struct job_state *js = ud;
+	size_t old = ptr ? osize : 0;
+	void *p;
+
+	if (nsize == 0) {
+		free(ptr);
+		js->mem_used -= old;
+		return NULL;
+	}
+	if (js->mem_cap && nsize > old &&
+	    js->mem_used - old + nsize > js->mem_cap)
+		return NULL;
+	p = realloc(ptr, nsize);
+	if (p)
+		js->mem_used = js->mem_used - old + nsize;
+	return p;
+}
+
+
+static int traceback(lua_State *L)
+{
+	const char *msg = lua_tostring(L, 1);
+
+	if (!msg)
+		msg = luaL_typename(L, 1);
+	luaL_traceback(L, L, msg, 1);
+	return 1;
+}
+
+
+static void budget_hook(lua_State *L, lua_Debug *ar)
+{
+	struct job_state *js;
+
+	(void)ar;
+	lua_getallocf(L, (void **)&js);
+	if (js->deadline > 0 && monotonic_now() > js->deadline)
+		luaL_error(L, "job exceeded its time budget of %d ms",
+			   (int)js->env.limits.job_timeout_ms);
+}
+
+
+static struct job_state *self(lua_State *L)
+{
+	return lua_touserdata(L, lua_upvalueindex(1));
+}
+
+
+static int pgres_gc(lua_State *L)
+{
+	struct pgres_box *box = lua_touserdata(L, 1);
+
+	PQclear(box->r);
+	box->r = NULL;
+	return 0;
+}
+
+
+/* Checks a connection out for the running job on first use. */
+static PGconn *job_conn(lua_State *L, struct job_state *js)
+{
+	char err[256];
+
+	if (js->conn)
+		return js->conn;
+	if (!js->env.db)
+		luaL_error(L, "no database configured");
+	if (db_pool_acquire(js->env.db, js->env.db_wait_ms, &js->conn, err,
+			    sizeof err) < 0) {
+		js->conn = NULL;
+		luaL_error(L, "database unavailable: %s", err);
+	}
+	return js->conn;
+}
+
+
+/* Turns the query arguments at 2.. into libpq text parameters; numbers
+ * are converted on the stack so their strings live until the call. */
+static int query_params(lua_State *L, const char **values)
+{
+	int n = lua_gettop(L) - 1;
+
+	if (n > QUERY_PARAMS_MAX)
+		luaL_error(L, "at most %d query parameters", QUERY_PARAMS_MAX);
+	for (int i = 0; i < n; i++) {
+		int idx = i + 2;
+
+		switch (lua_type(L, idx)) {
+		case LUA_TNIL:
+			values[i] = NULL;
+			break;
+		case LUA_TBOOLEAN:
+			values[i] = lua_toboolean(L, idx) ? "true" : "false";
+			break;
+		case LUA_TNUMBER:
+		case LUA_TSTRING:
+			values[i] = luaL_tolstring(L, idx, NULL);
+			lua_replace(L, idx);
+			values[i] = lua_tostring(L, idx);
+			break;
+		default:
+			luaL_error(L, "query parameter $%d: cannot send a %s; "
+				   "encode it as a string", i + 1,
+				   luaL_typename(L, idx));
+		}
+	}
+	return n;
+}
+
+
+static void push_rows(lua_State *L, PGresult *r)
+{
+	int rows = PQntuples(r), cols = PQnfields(r);
+
+	lua_createtable(L, rows, 0);
+	for (int i = 0; i < rows; i++) {
+		lua_createtable(L, 0, cols);
+		for (int c = 0; c < cols; c++) {
+			if (PQgetisnull(r, i, c))
+				continue;
+			lua_pushlstring(L, PQgetvalue(r, i, c),
+					(size_t)PQgetlength(r, i, c));
+			lua_setfield(L, -2, PQfname(r, c));
+		}
+		lua_rawseti(L, -2, i + 1);
+	}
+}
+
+
+/* host.db.query(sql, ...) -> rows, affected. Raises "SQLSTATE xxxxx: ..."
+ * on a database error. The result sits in a box with a finalizer, so an
+ * error while building the rows cannot leak it. */
+static int l_db_query(lua_State *L)
+{
+	struct job_state *js = self(L);
+	const char *values[QUERY_PARAMS_MAX];
+	const char *sql = luaL_checkstring(L, 1);
+	int n = query_params(L, values);
+	PGconn *conn = job_conn(L, js);
+	struct pgres_box *box;
+	ExecStatusType st;
+
+	box = lua_newuserdatauv(L, sizeof *box, 0);
+	box->r = NULL;
+	luaL_setmetatable(L, "moonrabbit.pgresult");
+	box->r = PQexecParams(conn, sql, n, NULL, values, NULL, NULL, 0);
+	st = PQresultStatus(box->r);
+	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+		const char *state = PQresultErrorField(box->r,
+						       PG_DIAG_SQLSTATE);
+		const char *msg = box->r ? PQresultErrorMessage(box->r)
+					 : PQerrorMessage(conn);
+
+		lua_pushfstring(L, "SQLSTATE %s: %s", state ? state : "?????",
+				msg);
+		PQclear(box->r);
+		box->r = NULL;
+		return lua_error(L);
+	}
+	push_rows(L, box->r);
+	lua_pushinteger(L, strtoll(PQcmdTuples(box->r), NULL, 10));
+	return 2;
+}
+
+
+static int l_log(lua_State *L)
+{
+	static const char *const levels[] = {"error", "warn", "info", "debug",
+					     NULL};
+	struct job_state *js = self(L);
+	struct log_field f[LOG_FIELDS_MAX];
+	int level = luaL_checkoption(L, 1, NULL, levels);
+	const char *event = luaL_checkstring(L, 2);
+	int n = 0;
+
+	if (level > (int)log_threshold)
+		return 0;
+	if (js->job)
+		f[n++] = LF_S("message_id", js->job->message_id);
+	if (lua_istable(L, 3)) {
+		lua_pushnil(L);
+		while (n < LOG_FIELDS_MAX && lua_next(L, 3)) {
+			if (lua_type(L, -2) == LUA_TSTRING) {
+				f[n].key = lua_tostring(L, -2);
+				f[n].type = LOG_T_STR;
+				f[n].v.s = luaL_tolstring(L, -1, NULL);
+				/* The copy stays on the stack until we
+				 * return, which keeps f[n].v.s valid. */
+				lua_insert(L, 4);
+				n++;
+			}
+			lua_pop(L, 1);
+		}
+	}
+	log_write((enum log_level)level, event, f, n);
+	return 0;
+}
+
+
+static int l_now(lua_State *L)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	lua_pushnumber(L, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
+	return 1;
+}
+
+
+static int l_json_encode(lua_State *L)
+{
+	struct job_state *js = self(L);
+
+	luaL_checkany(L, 1);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, js->ref_encode);
+	lua_pushvalue(L, 1);
+	lua_call(L, 1, 2);
+	if (lua_isnil(L, -2))
+		return luaL_error(L, "cannot encode as JSON: %s",
+				  lua_tostring(L, -1));
+	lua_pop(L, 1);
+	return 1;
+}
+
+
+static void set_fn(lua_State *L, struct job_state *js, const char *name,
+		   lua_CFunction fn)
+{
+	lua_pushlightuserdata(L, js);
+	lua_pushcclosure(L, fn, 1);
+	lua_setfield(L, -2, name);
+}
+
+
+static int make_host(lua_State *L, struct job_state *js)
+{
+	luaL_newmetatable(L, "moonrabbit.pgresult");
+	lua_pushcfunction(L, pgres_gc);
+	lua_setfield(L, -2, "__gc");
+	lua_pop(L, 1);
+
+	lua_createtable(L, 0, 4);
+	lua_createtable(L, 0, 1);
+	set_fn(L, js, "query", l_db_query);
+	lua_setfield(L, -2, "db");
+	set_fn(L, js, "log", l_log);
+	set_fn(L, js, "now", l_now);
+	set_fn(L, js, "json_encode", l_json_encode);
+	return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+
+/* Loads cjson.safe with this state's depth limits and keeps references
+ * to its decode and encode functions. */
+static int load_cjson(struct job_state *js, char *err, size_t errlen)
+{
+	lua_State *L = js->L;
+	int depth = js->env.limits.max_json_depth;
+
+	lua_getglobal(L, "require");
+	lua_pushliteral(L, "cjson.safe");
+	if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+		snprintf(err, errlen, "failed to load lua-cjson: %s",
+			 lua_tostring(L, -1));
+		return -EINVAL;
+	}
+	lua_getfield(L, -1, "decode_max_depth");
+	lua_pushinteger(L, depth);
+	lua_call(L, 1, 0);
+	lua_getfield(L, -1, "encode_max_depth");
+	lua_pushinteger(L, depth);
+	lua_call(L, 1, 0);
+	lua_getfield(L, -1, "decode");
+	js->ref_decode = luaL_ref(L, LUA_REGISTRYINDEX);
+	lua_getfield(L, -1, "encode");
+	js->ref_encode = luaL_ref(L, LUA_REGISTRYINDEX);
+	lua_pop(L, 1);
+	return 0;
+}
+
+
+static int load_script(struct job_state *js, char *err, size_t errlen)
+{
+	lua_State *L = js->L;
+	const char *path = js->env.script_path;
+
+	lua_pushcfunction(L, traceback);
+	if (luaL_loadfilex(L, path, "t") != LUA_OK ||
+	    lua_pcall(L, 0, 1, -2) != LUA_OK) {
+		snprintf(err, errlen, "failed to load JOB_SCRIPT: %s",
+			 lua_tostring(L, -1));
+		return -EINVAL;
+	}
+	if (!lua_istable(L, -1)) {
+		snprintf(err, errlen, "JOB_SCRIPT %s must return a table with "
+			 "handle(msg, host), got %s", path,
+			 luaL_typename(L, -1));
+		return -EINVAL;
+	}
+	lua_getfield(L, -1, "handle");
+	if (!lua_isfunction(L, -1)) {
+		snprintf(err, errlen, "JOB_SCRIPT %s: field 'handle' must be "
+			 "a function, got %s", path, luaL_typename(L, -1));
+		return -EINVAL;
+	}
+	js->ref_handle = luaL_ref(L, LUA_REGISTRYINDEX);
+	lua_getfield(L, -1, "init");
+	js->ref_init = luaL_ref(L, LUA_REGISTRYINDEX);
+	lua_pop(L, 2);
+	return 0;
+}
+
+
+/* (Re)builds js->L. The ceiling is off while the libraries and script
+ * load, so a low ceiling fails the first job with a clear error rather
+ * than start-up with a confusing one. */
+static int build(struct job_state *js, char *err, size_t errlen)
+{
+	js->mem_used = 0;
+	js->mem_cap = 0;
+	js->L = lua_newstate(capped_alloc, js);
+	if (!js->L) {
+		snprintf(err, errlen, "failed to create a Lua state");
+		return -ENOMEM;
+	}
+	luaL_openlibs(js->L);
+	if (load_cjson(js, err, errlen) < 0 || load_script(js, err, errlen) < 0)
+		return -EINVAL;
+	js->ref_host = make_host(js->L, js);
+	lua_settop(js->L, 0);
+	lua_sethook(js->L, budget_hook, LUA_MASKCOUNT, HOOK_EVERY);
+	js->mem_cap = js->env.limits.lua_memory_bytes;
+	js->broken = 0;
+	return 0;
+}
+
+
+int job_state_new(const struct job_env *env, struct job_state **out,
+		  char *err, size_t errlen)
+{
+	struct job_state *js = calloc(1, sizeof *js);
+
+	if (!js)
+		return -ENOMEM;
+	js->env = *env;
+	if (build(js, err, errlen) < 0) {
+		job_state_free(js);
+		return -EINVAL;
+	}
+	*out = js;
+	return 0;
+}
+
+
+void job_state_free(struct job_state *js)
+{
+	if (!js)
+		return;
+	if (js->L)
+		lua_close(js->L);
+	free(js);
+}
+
+
+/* Gives the job's connection back and says what cleaning it took. A
+ * transaction the job left open means its work was never committed, so
+ * a job that claimed success fails instead: acking it would lose it. */
+static void release_conn(struct job_state *js, struct job *job)
+{
+	unsigned flags;
+
+	if (!js->conn)
+		return;
+	flags = db_pool_release(js->env.db, js->conn);
+	js->conn = NULL;
+	if (flags & (DB_RELEASE_ROLLBACK_INTRANS | DB_RELEASE_ROLLBACK_INERROR))
+		LOG(LOG_WARN, "db_rollback_on_release",
+		    LF_S("message_id", job->message_id),
+		    LF_B("left_open", flags & DB_RELEASE_ROLLBACK_INTRANS),
+		    LF_B("failed", flags & DB_RELEASE_ROLLBACK_INERROR));
+	if (flags & DB_RELEASE_RESET)
+		LOG(LOG_WARN, "db_connection_reset",
+		    LF_S("message_id", job->message_id),
+		    LF_B("cancelled", flags & DB_RELEASE_CANCELLED),
+		    LF_B("ok", !(flags & DB_RELEASE_RESET_FAILED)));
+	if ((flags & DB_RELEASE_ROLLBACK_INTRANS) &&
+	    job->outcome == OUTCOME_OK) {
+		job->outcome = OUTCOME_JOB_ERROR;
+		snprintf(job->reason, sizeof job->reason,
+			 "job returned with its transaction open; rolled back");
+	}
+}
+
+
+static void set_reason(struct job *job, enum outcome o, const char *msg)
+{
+	job->outcome = o;
+	snprintf(job->reason, sizeof job->reason, "%.*s",
+		 msg ? (int)strcspn(msg, "\n") : 0, msg ? msg : "");
+}
+
+
+/* Pushes msg = {body = <decoded>, properties = {...}}; the body string is
+ * made inside Lua and the C copy freed. Returns 0, or fills the outcome. */
+static int push_msg(struct job_state *js, struct job *job)
+{
+	lua_State *L = js->L;
+
+	lua_createtable(L, 0, 2);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, js->ref_decode);
+	lua_pushlstring(L, job->body, job->body_len);
+	free(job->body);
+	job->body = NULL;
+	lua_call(L, 1, 2);
+	if (!lua_istable(L, -2)) {
+		set_reason(job, OUTCOME_INVALID_JSON, lua_tostring(L, -1));
+		return -EINVAL;
+	}
+	lua_pop(L, 1);
+	lua_setfield(L, -2, "body");
+
+	lua_createtable(L, 0, 4);
+	lua_pushstring(L, job->message_id);
+	lua_setfield(L, -2, "message_id");
+	lua_pushstring(L, job->content_type);
+	lua_setfield(L, -2, "content_type");
+	lua_pushboolean(L, job->redelivered);
+	lua_setfield(L, -2, "redelivered");
+	lua_pushinteger(L, (lua_Integer)job->delivery_tag);
+	lua_setfield(L, -2, "delivery_tag");
+	lua_setfield(L, -2, "properties");
+	return 0;
+}
+
+
+/* Reads handle()'s two results: true, or false and a reason. */
+static void read_result(lua_State *L, struct job *job)
+{
+	if (lua_isboolean(L, -2) && lua_toboolean(L, -2)) {
+		job->outcome = OUTCOME_OK;
+	} else if (lua_isboolean(L, -2)) {
+		set_reason(job, OUTCOME_INVALID_MESSAGE,
+			   lua_isstring(L, -1) ? lua_tostring(L, -1)
+					       : "refused by the job script");
+	} else {
+		job->outcome = OUTCOME_JOB_ERROR;
+		snprintf(job->reason, sizeof job->reason,
+			 "handle() returned %s; return true, or false and a "
+			 "reason", luaL_typename(L, -2));
+	}
+}
+
+
+/* Runs handle(msg, host) with the msg on top of the stack. */
+static void call_handle(struct job_state *js, struct job *job)
+{
+	lua_State *L = js->L;
+	int rc;
+
+	lua_pushcfunction(L, traceback);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, js->ref_handle);
+	lua_pushvalue(L, -3);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, js->ref_host);
+	js->deadline = monotonic_now() +
+		       (double)js->env.limits.job_timeout_ms / 1000.0;
+	rc = lua_pcall(L, 2, 2, -4);
+	js->deadline = 0;
+	if (rc == LUA_OK) {
+		read_result(L, job);
+		return;
+	}
+	if (rc == LUA_ERRMEM) {
+		js->broken = 1;
+		snprintf(job->reason, sizeof job->reason,
+			 "job reached the Lua memory ceiling of %llu bytes",
+			 (unsigned long long)js->env.limits.lua_memory_bytes);
+		job->outcome = OUTCOME_JOB_ERROR;
+		return;
+	}
+	set_reason(job, OUTCOME_JOB_ERROR, lua_tostring(L, -1));
+	LOG(LOG_DEBUG, "job_traceback", LF_S("message_id", job->message_id),
+	    LF_S("trace", lua_tostring(L, -1)));
+}
+
+
+/* Decodes and handles the job inside a protected call, so a memory error
+ * while building msg is caught like one inside the script. */
+static int run_protected(lua_State *L)
+{
+	struct job_state *js = lua_touserdata(L, 1);
+	struct job *job = lua_touserdata(L, 2);
+
+	lua_settop(L, 0);
+	if (push_msg(js, job) == 0)
+		call_handle(js, job);
+	return 0;
+}
+
+
+static void log_field_warning(const struct job_state *js,
+			      const struct job *job,
+			      const struct gate_report *rep)
+{
+	const struct field_limit *fl = &js->env.limits.fields[rep->warn_field];
+
+	LOG(LOG_WARN, "field_size_warning",
+	    LF_S("message_id", job->message_id),
+	    LF_U("delivery", job->delivery_tag), LF_S("field", fl->name),
+	    LF_U("bytes", rep->warn_bytes),
+	    LF_U("warn_bytes", fl->warn_bytes));
+}
+
+
+static void rebuild_if_broken(struct job_state *js)
+{
+	char err[512];
+
+	if (!js->broken)
+		return;
+	lua_close(js->L);
+	js->L = NULL;
+	if (build(js, err, sizeof err) < 0) {
+		/* The script loaded at start-up; failing now means the
+		 * machine is out of memory. Nothing safe remains. */
+		LOG(LOG_ERROR, "lua_state_rebuild_failed", LF_S("reason", err));
+		abort();
+	}
+	LOG(LOG_INFO, "lua_state_rebuilt", LF_I("worker", js->env.index));
+}
+
+
+void job_state_run(struct job_state *js, struct job *job)
+{
+	struct gate_report rep;
+	double start = monotonic_now();
+	int rc;
+
+	job->outcome = gate_fields(job->body, job->body_len, &js->env.limits,
+				   &rep);
+	if (job->outcome != OUTCOME_OK) {
+		set_reason(job, job->outcome, rep.reason);
+		goto out;
+	}
+	if (rep.warn_field >= 0)
+		log_field_warning(js, job, &rep);
+
+	js->job = job;
+	lua_pushcfunction(js->L, run_protected);
+	lua_pushlightuserdata(js->L, js);
+	lua_pushlightuserdata(js->L, job);
+	rc = lua_pcall(js->L, 2, 0, 0);
+	if (rc == LUA_ERRMEM) {
+		js->broken = 1;
+		set_reason(job, OUTCOME_JOB_ERROR,
+			   "message does not fit the Lua memory ceiling");
+	} else if (rc != LUA_OK) {
+		set_reason(job, OUTCOME_JOB_ERROR, lua_tostring(js->L, -1));
+	}
+	lua_settop(js->L, 0);
+	release_conn(js, job);
+	js->job = NULL;
+	rebuild_if_broken(js);
+out:
+	free(job->body);
+	job->body = NULL;
+	job->run_ms = (monotonic_now() - start) * 1000.0;
+}
+
+
+void job_state_run_fn(void *ctx, struct job *job)
+{
+	job_state_run(ctx, job);
+}
+
+
+int job_state_init(struct job_state *js, char *err, size_t errlen)
+{
+	lua_State *L = js->L;
+	int rc = 0;
+
+	lua_rawgeti(L, LUA_REGISTRYINDEX, js->ref_init);
+	if (lua_isnil(L, -1)) {
+		lua_pop(L, 1);
+		return 0;
+	}
+	lua_pushcfunction(L, traceback);
+	lua_insert(L, -2);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, js->ref_host);
+	if (lua_pcall(L, 1, 0, -3) != LUA_OK) {
+		snprintf(err, errlen, "JOB_SCRIPT init() failed: %s",
+			 lua_tostring(L, -1));
+		rc = -EINVAL;
+	}
+	lua_settop(L, 0);
+	if (js->conn) {
+		struct job none = {.message_id = "init"};
+
+		release_conn(js, &none);
+	}
+	return rc;
+}

@@ -1,0 +1,255 @@
+/*
+ * Two singly linked FIFO lists under one mutex: jobs waiting for a thread
+ * and jobs done. Worker threads sleep on a condition variable; the loop
+ * thread sleeps in poll() on the eventfd, which a worker bumps after
+ * putting a job on the done list. One lock is enough: a job passes it
+ * twice, and the body is never copied.
+ */
+#include "pool.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+struct fifo {
+	struct job *head;
+	struct job *tail;
+};
+
+struct worker {
+	struct pool *pool;
+	void *ctx;
+	pthread_t thread;
+};
+
+struct pool {
+	pthread_mutex_t lock;
+	pthread_cond_t work;
+	struct fifo queued;
+	struct fifo done;
+	int nqueued;
+	int active;
+	int in_flight;
+	int stopping;
+	int efd;
+	pool_run_fn run;
+	int nthreads;
+	struct worker *workers;
+};
+
+
+void job_free(struct job *job)
+{
+	if (!job)
+		return;
+	free(job->body);
+	free(job);
+}
+
+
+static void fifo_push(struct fifo *f, struct job *job)
+{
+	job->next = NULL;
+	if (f->tail)
+		f->tail->next = job;
+	else
+		f->head = job;
+	f->tail = job;
+}
+
+
+static struct job *fifo_pop(struct fifo *f)
+{
+	struct job *job = f->head;
+
+	if (job) {
+		f->head = job->next;
+		if (!f->head)
+			f->tail = NULL;
+		job->next = NULL;
+	}
+	return job;
+}
+
+
+static struct job *fifo_take_all(struct fifo *f)
+{
+	struct job *list = f->head;
+
+	f->head = f->tail = NULL;
+	return list;
+}
+
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct pool *p = w->pool;
+	uint64_t one = 1;
+
+	pthread_mutex_lock(&p->lock);
+	for (;;) {
+		struct job *job;
+
+		while (!p->queued.head && !p->stopping)
+			pthread_cond_wait(&p->work, &p->lock);
+		if (p->stopping)
+			break;
+		job = fifo_pop(&p->queued);
+		p->nqueued--;
+		p->active++;
+		pthread_mutex_unlock(&p->lock);
+
+		p->run(w->ctx, job);
+
+		pthread_mutex_lock(&p->lock);
+		p->active--;
+		fifo_push(&p->done, job);
+		/* A full counter cannot happen: the loop reads it down. */
+		if (write(p->efd, &one, sizeof one) < 0)
+			abort();
+	}
+	pthread_mutex_unlock(&p->lock);
+	return NULL;
+}
+
+
+int pool_start(int nthreads, pool_run_fn run, void **ctxs,
+	       struct pool **out)
+{
+	struct pool *p = calloc(1, sizeof *p);
+	int rc = -ENOMEM;
+
+	if (!p)
+		return -ENOMEM;
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->work, NULL);
+	p->run = run;
+	p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	p->workers = calloc((size_t)nthreads, sizeof *p->workers);
+	if (p->efd < 0 || !p->workers)
+		goto out;
+	for (int i = 0; i < nthreads; i++) {
+		struct worker *w = &p->workers[i];
+
+		w->pool = p;
+		w->ctx = ctxs[i];
+		rc = -pthread_create(&w->thread, NULL, worker_main, w);
+		if (rc < 0)
+			goto out;
+		p->nthreads++;
+	}
+	*out = p;
+	p = NULL;
+	rc = 0;
+out:
+	if (p)
+		pool_stop(p);
+	return rc;
+}
+
+
+void pool_submit(struct pool *pool, struct job *job)
+{
+	pthread_mutex_lock(&pool->lock);
+	fifo_push(&pool->queued, job);
+	pool->nqueued++;
+	pool->in_flight++;
+	pthread_cond_signal(&pool->work);
+	pthread_mutex_unlock(&pool->lock);
+}
+
+
+static struct job *count_out(struct pool *pool, struct job *list)
+{
+	for (struct job *j = list; j; j = j->next)
+		pool->in_flight--;
+	return list;
+}
+
+
+struct job *pool_collect(struct pool *pool)
+{
+	uint64_t n;
+	struct job *list;
+
+	if (read(pool->efd, &n, sizeof n) < 0 && errno != EAGAIN)
+		abort();
+	pthread_mutex_lock(&pool->lock);
+	list = count_out(pool, fifo_take_all(&pool->done));
+	pthread_mutex_unlock(&pool->lock);
+	return list;
+}
+
+
+struct job *pool_take_queued(struct pool *pool)
+{
+	struct job *list;
+
+	pthread_mutex_lock(&pool->lock);
+	list = count_out(pool, fifo_take_all(&pool->queued));
+	pool->nqueued = 0;
+	pthread_mutex_unlock(&pool->lock);
+	return list;
+}
+
+
+int pool_event_fd(const struct pool *pool)
+{
+	return pool->efd;
+}
+
+
+int pool_in_flight(struct pool *pool)
+{
+	int n;
+
+	pthread_mutex_lock(&pool->lock);
+	n = pool->in_flight;
+	pthread_mutex_unlock(&pool->lock);
+	return n;
+}
+
+
+void pool_load(struct pool *pool, int *queued, int *active)
+{
+	pthread_mutex_lock(&pool->lock);
+	*queued = pool->nqueued;
+	*active = pool->active;
+	pthread_mutex_unlock(&pool->lock);
+}
+
+
+static void free_list(struct job *list)
+{
+	while (list) {
+		struct job *next = list->next;
+
+		job_free(list);
+		list = next;
+	}
+}
+
+
+void pool_stop(struct pool *pool)
+{
+	if (!pool)
+		return;
+	pthread_mutex_lock(&pool->lock);
+	pool->stopping = 1;
+	pthread_cond_broadcast(&pool->work);
+	pthread_mutex_unlock(&pool->lock);
+	for (int i = 0; i < pool->nthreads; i++)
+		pthread_join(pool->workers[i].thread, NULL);
+	free_list(fifo_take_all(&pool->queued));
+	free_list(fifo_take_all(&pool->done));
+	if (pool->efd >= 0)
+		close(pool->efd);
+	pthread_mutex_destroy(&pool->lock);
+	pthread_cond_destroy(&pool->work);
+	free(pool->workers);
+	free(pool);
+}
