@@ -78,15 +78,19 @@ out:
 
 
 /* An idle connection has nothing to say; if its socket is readable the
- * server sent a termination notice or closed it. Reading that input
- * turns the status to CONNECTION_BAD, which a reset then repairs. */
+ * server sent a termination notice or closed it. The notice and the end
+ * of the stream arrive as two reads, and only the second turns the status
+ * to CONNECTION_BAD, which a reset then repairs. */
 static int ensure_alive(PGconn *c, char *err, size_t errlen)
 {
 	struct pollfd pfd = {.fd = PQsocket(c), .events = POLLIN};
 
-	if (PQstatus(c) == CONNECTION_OK && pfd.fd >= 0 &&
-	    poll(&pfd, 1, 0) > 0)
+	for (int i = 0; i < 4 && PQstatus(c) == CONNECTION_OK; i++) {
+		pfd.fd = PQsocket(c);
+		if (pfd.fd < 0 || poll(&pfd, 1, 0) <= 0)
+			break;
 		PQconsumeInput(c);
+	}
 	if (PQstatus(c) == CONNECTION_OK)
 		return 0;
 	PQreset(c);

@@ -1,0 +1,109 @@
+# Shared by the end-to-end tests: each test sources this, gets its own
+# queue and its own database, runs the real moonrabbit binary against the
+# real broker and server, and asserts on what landed where.
+#
+# Needs: MOONRABBIT and MRCTL (paths to the binaries, set by CTest),
+# AMQP_URL and DATABASE_URL (set by tools/test.sh).
+set -euo pipefail
+
+: "${MOONRABBIT:?path to the moonrabbit binary}"
+: "${MRCTL:?path to the mrctl binary}"
+: "${AMQP_URL:?broker URL, see tools/services.sh}"
+: "${DATABASE_URL:?database URL, see tools/services.sh}"
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+CORPUS=${MOONRABBIT_CORPUS:-$REPO/../shared/corpus/conversations.jsonl}
+TEST_NAME=$(basename "$0" .sh)
+WORK=$(mktemp -d "/tmp/mr-$TEST_NAME-XXXXXX")
+export AMQP_QUEUE="e2e.$TEST_NAME.$$"
+export POLICY_DIR=$REPO/policies
+export JOB_SCRIPT=$REPO/scripts/analyze_conversation.lua
+TEST_DB="mr_${TEST_NAME//-/_}_$$"
+export DATABASE_URL_ADMIN=$DATABASE_URL
+export DATABASE_URL="${DATABASE_URL%/*}/$TEST_DB"
+
+passed=0
+failed=0
+
+
+cleanup() {
+  "$MRCTL" delete "$AMQP_QUEUE" "$AMQP_QUEUE.dlq" >/dev/null 2>&1 || true
+  psql "$DATABASE_URL_ADMIN" -qAtc "DROP DATABASE IF EXISTS $TEST_DB" \
+    >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+psql "$DATABASE_URL_ADMIN" -qAtc "CREATE DATABASE $TEST_DB" >/dev/null
+
+
+# check NAME EXPECTED ACTUAL
+check() {
+  if [ "$2" = "$3" ]; then
+    passed=$((passed + 1))
+    echo "ok   $1"
+  else
+    failed=$((failed + 1))
+    echo "FAIL $1: expected [$2], got [$3]"
+  fi
+}
+
+
+# check_true NAME COMMAND...: passes when the command succeeds.
+check_true() {
+  local name=$1
+  shift
+  if "$@"; then
+    passed=$((passed + 1))
+    echo "ok   $name"
+  else
+    failed=$((failed + 1))
+    echo "FAIL $name: [$*] is false"
+  fi
+}
+
+
+finish() {
+  echo "$TEST_NAME: $passed passed, $failed failed"
+  [ "$failed" -eq 0 ]
+}
+
+
+sql() {
+  psql "$DATABASE_URL" -qAtX -v ON_ERROR_STOP=1 -c "$1"
+}
+
+
+# run_worker LOG [VAR=value ...]: drains the queue with moonrabbit,
+# writing its log to LOG; prints the exit code.
+run_worker() {
+  local log=$1
+  shift
+  local rc=0
+  env "$@" timeout 600 "$MOONRABBIT" --drain >"$log" 2>&1 || rc=$?
+  echo "$rc"
+}
+
+
+# summary LOG FIELD: a numeric field of the worker's summary line.
+summary() {
+  grep '"event":"summary"' "$1" | tail -n 1 |
+    grep -o "\"$2\":[0-9.]*" | cut -d: -f2
+}
+
+
+# count_events LOG EVENT: how many lines of that event the log holds.
+count_events() {
+  grep -c "\"event\":\"$2\"" "$1" || true
+}
+
+
+# dlq_ids: the message ids in the dead-letter queue, sorted, consumed.
+dlq_ids() {
+  "$MRCTL" take "$AMQP_QUEUE.dlq" | awk '{print $1}' | sort
+}
+
+
+depth() {
+  "$MRCTL" depth "$1" | awk '{print $2}'
+}
