@@ -8,7 +8,9 @@ export JOB_SCRIPT=$REPO/tests/e2e/jobs/noop.lua
 export WORKER_CONCURRENCY_PER_WORKER=8
 
 publish_small() {
-  "$MRCTL" gen pad 2097152 >"$WORK/a"
+  # Same length, another key: A tests the body gate, not the field gate.
+  "$MRCTL" gen pad 2097152 | sed 's/conversation_log/conversation_pad/' \
+    >"$WORK/a"
   "$MRCTL" publish "$WORK/a" --message-id "$1-a" >/dev/null
   "$MRCTL" gen pad 1000 >"$WORK/n"
   "$MRCTL" publish "$WORK/n" --message-id "$1-normal" --copies 20 \
