@@ -8,6 +8,8 @@
 
 /* How long to wait for the TCP connection before naming the broker down. */
 #define BROKER_CONNECT_TIMEOUT_S 10
+/* Declares, qos and cancel answer in milliseconds; 30 s means gone. */
+#define BROKER_RPC_TIMEOUT_S 30
 
 
 void broker_names_for(const char *queue, struct broker_names *out)
@@ -36,16 +38,18 @@ int broker_reply_error(amqp_rpc_reply_t r, const char *what, char *err,
 		if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
 			amqp_connection_close_t *m = r.reply.decoded;
 
-			snprintf(err, errlen, "%s: server closed connection "
-				 "(%u): %.*s", what, m->reply_code,
-				 (int)m->reply_text.len,
+			snprintf(err, errlen,
+				 "%s: server closed connection "
+				 "(%u): %.*s",
+				 what, m->reply_code, (int)m->reply_text.len,
 				 (char *)m->reply_text.bytes);
 		} else if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
 			amqp_channel_close_t *m = r.reply.decoded;
 
-			snprintf(err, errlen, "%s: server closed channel "
-				 "(%u): %.*s", what, m->reply_code,
-				 (int)m->reply_text.len,
+			snprintf(err, errlen,
+				 "%s: server closed channel "
+				 "(%u): %.*s",
+				 what, m->reply_code, (int)m->reply_text.len,
 				 (char *)m->reply_text.bytes);
 		} else {
 			snprintf(err, errlen, "%s: server error, method 0x%08x",
@@ -57,21 +61,24 @@ int broker_reply_error(amqp_rpc_reply_t r, const char *what, char *err,
 }
 
 
-int broker_connect(const char *url, int heartbeat,
-		   amqp_connection_state_t *out, char *err, size_t errlen)
+int broker_connect(const char *url, int heartbeat, amqp_connection_state_t *out,
+		   char *err, size_t errlen)
 {
-	struct timeval tv = {BROKER_CONNECT_TIMEOUT_S, 0};
+	struct timeval tv = { BROKER_CONNECT_TIMEOUT_S, 0 };
+	struct timeval rpc_tv = { BROKER_RPC_TIMEOUT_S, 0 };
 	amqp_connection_state_t conn = NULL;
 	struct amqp_connection_info info;
 	amqp_socket_t *sock;
 	char *copy = strdup(url);
 	amqp_rpc_reply_t r;
 	int rc = -EINVAL;
+	int status;
 
 	if (!copy)
 		return -ENOMEM;
 	if (amqp_parse_url(copy, &info) != AMQP_STATUS_OK) {
-		snprintf(err, errlen, "AMQP_URL is not an amqp:// URL: use "
+		snprintf(err, errlen,
+			 "AMQP_URL is not an amqp:// URL: use "
 			 "amqp://user:password@host:port/vhost");
 		goto out;
 	}
@@ -82,11 +89,15 @@ int broker_connect(const char *url, int heartbeat,
 		snprintf(err, errlen, "failed to create AMQP socket");
 		goto out;
 	}
-	if (amqp_socket_open_noblock(sock, info.host, info.port, &tv)) {
+	status = amqp_socket_open_noblock(sock, info.host, info.port, &tv);
+	if (status != AMQP_STATUS_OK) {
 		snprintf(err, errlen, "failed to connect to %s:%d: %s",
-			 info.host, info.port, strerror(errno ? errno : EIO));
+			 info.host, info.port, amqp_error_string2(status));
 		goto out;
 	}
+	/* Without a bound every RPC, the closing handshake included, waits
+	 * forever on a broker that stopped reading. */
+	amqp_set_rpc_timeout(conn, &rpc_tv);
 	r = amqp_login(conn, info.vhost, 0, AMQP_DEFAULT_FRAME_SIZE, heartbeat,
 		       AMQP_SASL_METHOD_PLAIN, info.user, info.password);
 	if (r.reply_type != AMQP_RESPONSE_NORMAL) {
@@ -115,26 +126,29 @@ int broker_declare(amqp_connection_state_t conn,
 {
 	amqp_table_entry_t arg = {
 		.key = amqp_cstring_bytes("x-dead-letter-exchange"),
-		.value = {.kind = AMQP_FIELD_KIND_UTF8,
-			  .value.bytes = amqp_cstring_bytes(names->dlx)},
+		.value = { .kind = AMQP_FIELD_KIND_UTF8,
+			   .value.bytes = amqp_cstring_bytes(names->dlx) },
 	};
-	amqp_table_t args = {.num_entries = 1, .entries = &arg};
+	amqp_table_t args = { .num_entries = 1, .entries = &arg };
 	amqp_rpc_reply_t r;
 
-	amqp_exchange_declare(conn, BROKER_CHANNEL,
-			      amqp_cstring_bytes(names->dlx),
-			      amqp_cstring_bytes("fanout"), 0, 1, 0, 0,
-			      amqp_empty_table);
+	amqp_exchange_declare(
+		conn, BROKER_CHANNEL, amqp_cstring_bytes(names->dlx),
+		amqp_cstring_bytes("fanout"), 0, 1, 0, 0, amqp_empty_table);
 	r = amqp_get_rpc_reply(conn);
 	if (r.reply_type != AMQP_RESPONSE_NORMAL)
-		return broker_reply_error(r, "failed to declare dead-letter "
-					  "exchange", err, errlen);
+		return broker_reply_error(r,
+					  "failed to declare dead-letter "
+					  "exchange",
+					  err, errlen);
 	amqp_queue_declare(conn, BROKER_CHANNEL, amqp_cstring_bytes(names->dlq),
 			   0, 1, 0, 0, amqp_empty_table);
 	r = amqp_get_rpc_reply(conn);
 	if (r.reply_type != AMQP_RESPONSE_NORMAL)
-		return broker_reply_error(r, "failed to declare dead-letter "
-					  "queue", err, errlen);
+		return broker_reply_error(r,
+					  "failed to declare dead-letter "
+					  "queue",
+					  err, errlen);
 	amqp_queue_bind(conn, BROKER_CHANNEL, amqp_cstring_bytes(names->dlq),
 			amqp_cstring_bytes(names->dlx), amqp_cstring_bytes(""),
 			amqp_empty_table);
@@ -148,7 +162,8 @@ int broker_declare(amqp_connection_state_t conn,
 			   amqp_cstring_bytes(names->queue), 0, 1, 0, 0, args);
 	r = amqp_get_rpc_reply(conn);
 	if (r.reply_type != AMQP_RESPONSE_NORMAL)
-		return broker_reply_error(r, "failed to declare work queue "
+		return broker_reply_error(r,
+					  "failed to declare work queue "
 					  "(if it exists without "
 					  "x-dead-letter-exchange, delete it)",
 					  err, errlen);
