@@ -11,7 +11,7 @@
  * Errors come back as negative codes with a text in err; nothing here logs.
  */
 
-#define BROKER_CHANNEL 1
+#define BROKER_CHANNEL	1
 #define BROKER_NAME_MAX 256
 
 struct broker_names {
@@ -26,8 +26,8 @@ void broker_names_for(const char *queue, struct broker_names *out);
 /* Opens a connection to url (amqp://user:pass@host:port/vhost), logs in
  * with the given heartbeat (seconds, 0 = off) and opens BROKER_CHANNEL.
  * On success *out owns the connection: close with broker_close(). */
-int broker_connect(const char *url, int heartbeat,
-		   amqp_connection_state_t *out, char *err, size_t errlen);
+int broker_connect(const char *url, int heartbeat, amqp_connection_state_t *out,
+		   char *err, size_t errlen);
 
 /* Declares the dead-letter exchange and queue and the work queue. */
 int broker_declare(amqp_connection_state_t conn,

@@ -17,15 +17,15 @@ struct int_setting {
 /* Upper bounds are sanity limits, not tuning advice: past them a value is
  * far more likely a typo than a plan. config.lua judges the sane ones. */
 static const struct int_setting int_settings[] = {
-	{"AMQP_PREFETCH", 16, 1, 65535, offsetof(struct config, prefetch)},
-	{"WORKER_CONCURRENCY_PER_WORKER", 8, 1, 256,
-	 offsetof(struct config, concurrency)},
-	{"DB_POOL_SIZE", 8, 1, 1000, offsetof(struct config, db_pool_size)},
-	{"DB_MAX_OVERFLOW", 0, 0, 1000,
-	 offsetof(struct config, db_max_overflow)},
-	{"WORKER_REPLICAS", 1, 1, 1000, offsetof(struct config, replicas)},
-	{"SHUTDOWN_GRACE_SECONDS", 30, 0, 3600,
-	 offsetof(struct config, shutdown_grace_seconds)},
+	{ "AMQP_PREFETCH", 16, 1, 65535, offsetof(struct config, prefetch) },
+	{ "WORKER_CONCURRENCY_PER_WORKER", 8, 1, 256,
+	  offsetof(struct config, concurrency) },
+	{ "DB_POOL_SIZE", 8, 1, 1000, offsetof(struct config, db_pool_size) },
+	{ "DB_MAX_OVERFLOW", 0, 0, 1000,
+	  offsetof(struct config, db_max_overflow) },
+	{ "WORKER_REPLICAS", 1, 1, 1000, offsetof(struct config, replicas) },
+	{ "SHUTDOWN_GRACE_SECONDS", 30, 0, 3600,
+	  offsetof(struct config, shutdown_grace_seconds) },
 };
 
 struct str_setting {
@@ -35,17 +35,18 @@ struct str_setting {
 };
 
 static const struct str_setting str_settings[] = {
-	{"AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f",
-	 offsetof(struct config, amqp_url)},
-	{"AMQP_QUEUE", "jobs", offsetof(struct config, amqp_queue)},
-	{"DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres",
-	 offsetof(struct config, database_url)},
-	{"POLICY_DIR", "policies", offsetof(struct config, policy_dir)},
-	{"JOB_SCRIPT", "scripts/analyze_conversation.lua",
-	 offsetof(struct config, job_script)},
-	{"METRICS_ADDR", "127.0.0.1:9464", offsetof(struct config, metrics_addr)},
-	{"ALERT_WEBHOOK_URL", "", offsetof(struct config, alert_webhook_url)},
-	{"LOG_LEVEL", "info", offsetof(struct config, log_level)},
+	{ "AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f",
+	  offsetof(struct config, amqp_url) },
+	{ "AMQP_QUEUE", "jobs", offsetof(struct config, amqp_queue) },
+	{ "DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres",
+	  offsetof(struct config, database_url) },
+	{ "POLICY_DIR", "policies", offsetof(struct config, policy_dir) },
+	{ "JOB_SCRIPT", "scripts/analyze_conversation.lua",
+	  offsetof(struct config, job_script) },
+	{ "METRICS_ADDR", "127.0.0.1:9464",
+	  offsetof(struct config, metrics_addr) },
+	{ "ALERT_WEBHOOK_URL", "", offsetof(struct config, alert_webhook_url) },
+	{ "LOG_LEVEL", "info", offsetof(struct config, log_level) },
 };
 
 

@@ -62,9 +62,9 @@ static int status_error(struct consumer *c, int status, const char *what)
  * timeout, or -EIO with the reason in c->err. */
 static int wait_frame(struct consumer *c, amqp_frame_t *f, double timeout_s)
 {
-	struct timeval tv = {(time_t)timeout_s,
-			     (suseconds_t)((timeout_s - (time_t)timeout_s) *
-					   1e6)};
+	struct timeval tv = { (time_t)timeout_s,
+			      (suseconds_t)((timeout_s - (time_t)timeout_s) *
+					    1e6) };
 	int rc = amqp_simple_wait_frame_noblock(c->conn, f, &tv);
 
 	if (rc == AMQP_STATUS_TIMEOUT)
@@ -157,7 +157,8 @@ static int read_body(struct consumer *c, uint64_t size, char *dst)
 			return rc;
 		if (f.frame_type != AMQP_FRAME_BODY ||
 		    got + f.payload.body_fragment.len > size) {
-			snprintf(c->err, c->errlen, "failed to read a message "
+			snprintf(c->err, c->errlen,
+				 "failed to read a message "
 				 "body: unexpected frame type %u",
 				 f.frame_type);
 			return -EIO;
@@ -187,8 +188,10 @@ static int read_header(struct consumer *c, struct job *job, uint64_t *size)
 	if (rc < 0)
 		return rc;
 	if (f.frame_type != AMQP_FRAME_HEADER) {
-		snprintf(c->err, c->errlen, "failed to read a content header: "
-			 "unexpected frame type %u", f.frame_type);
+		snprintf(c->err, c->errlen,
+			 "failed to read a content header: "
+			 "unexpected frame type %u",
+			 f.frame_type);
 		return -EIO;
 	}
 	*size = f.payload.properties.body_size;
@@ -215,7 +218,8 @@ static int refuse(struct consumer *c, struct job *job, enum outcome o,
 	if (o == OUTCOME_SIZE_LIMIT)
 		snprintf(job->reason, sizeof job->reason,
 			 "size_limit: body_size=%llu over max_message_bytes="
-			 "%llu", (unsigned long long)size,
+			 "%llu",
+			 (unsigned long long)size,
 			 (unsigned long long)c->o->limits->max_message_bytes);
 	else
 		snprintf(job->reason, sizeof job->reason, "worker stopping");
@@ -246,7 +250,8 @@ static int on_deliver(struct consumer *c, const amqp_basic_deliver_t *d)
 			goto fail;
 		return refuse(c, job,
 			      c->stopping ? OUTCOME_SHUTDOWN
-					  : OUTCOME_SIZE_LIMIT, size);
+					  : OUTCOME_SIZE_LIMIT,
+			      size);
 	}
 	/* One spare byte so an empty body still gets a buffer. */
 	job->body = malloc((size_t)size + 1);
@@ -273,14 +278,16 @@ static int on_method(struct consumer *c, const amqp_frame_t *f)
 	case AMQP_BASIC_DELIVER_METHOD:
 		return on_deliver(c, f->payload.method.decoded);
 	case AMQP_BASIC_CANCEL_METHOD:
-		snprintf(c->err, c->errlen, "the broker cancelled the consumer "
-			 "(queue %s deleted?)", c->names.queue);
+		snprintf(c->err, c->errlen,
+			 "the broker cancelled the consumer "
+			 "(queue %s deleted?)",
+			 c->names.queue);
 		return -EIO;
 	case AMQP_CHANNEL_CLOSE_METHOD:
 	case AMQP_CONNECTION_CLOSE_METHOD: {
-		amqp_rpc_reply_t r = {.reply_type =
-					      AMQP_RESPONSE_SERVER_EXCEPTION,
-				      .reply = f->payload.method};
+		amqp_rpc_reply_t r = { .reply_type =
+					       AMQP_RESPONSE_SERVER_EXCEPTION,
+				       .reply = f->payload.method };
 
 		snprintf(c->err, c->errlen, "broker closed the connection");
 		return broker_reply_error(r, "consuming", c->err, c->errlen);
@@ -296,8 +303,8 @@ static int on_method(struct consumer *c, const amqp_frame_t *f)
 static int next_frame(struct consumer *c, amqp_frame_t *f)
 {
 	struct pollfd pfd[2] = {
-		{.fd = amqp_get_sockfd(c->conn), .events = POLLIN},
-		{.fd = pool_event_fd(c->o->pool), .events = POLLIN},
+		{ .fd = amqp_get_sockfd(c->conn), .events = POLLIN },
+		{ .fd = pool_event_fd(c->o->pool), .events = POLLIN },
 	};
 
 	if (!amqp_frames_enqueued(c->conn) && !amqp_data_in_buffer(c->conn)) {
@@ -446,11 +453,12 @@ static void summarize(struct consumer *c)
 }
 
 
-int consumer_run(const struct consumer_opts *opts,
-		 struct consumer_summary *sum, char *err, size_t errlen)
+int consumer_run(const struct consumer_opts *opts, struct consumer_summary *sum,
+		 char *err, size_t errlen)
 {
-	struct consumer c = {.o = opts, .sum = sum, .err = err,
-			     .errlen = errlen};
+	struct consumer c = {
+		.o = opts, .sum = sum, .err = err, .errlen = errlen
+	};
 	int rc;
 
 	memset(sum, 0, sizeof *sum);

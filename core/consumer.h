@@ -22,21 +22,21 @@ struct consumer_opts {
 	const struct config *cfg;
 	const struct limits *limits;
 	struct pool *pool;
-	int drain;			/* exit once the queue is empty */
-	volatile sig_atomic_t *stop;	/* set by a signal handler */
+	int drain;		     /* exit once the queue is empty */
+	volatile sig_atomic_t *stop; /* set by a signal handler */
 };
 
 struct consumer_summary {
 	uint64_t counts[OUTCOME_COUNT];
 	uint64_t bytes_in;
-	double seconds;		/* first delivery to last settle */
+	double seconds; /* first delivery to last settle */
 	long peak_rss_kb;
 };
 
 /* Consumes until the queue is drained (drain mode), a stop is asked for,
  * or the connection fails. Fills *sum in every case. Returns 0, or -EIO
  * with a reason in err. */
-int consumer_run(const struct consumer_opts *opts,
-		 struct consumer_summary *sum, char *err, size_t errlen);
+int consumer_run(const struct consumer_opts *opts, struct consumer_summary *sum,
+		 char *err, size_t errlen);
 
 #endif

@@ -13,7 +13,7 @@ struct db_pool {
 	pthread_cond_t returned;
 	int size;
 	int nfree;
-	PGconn **free;		/* stack of idle connections */
+	PGconn **free; /* stack of idle connections */
 	PGconn **all;
 };
 
@@ -22,9 +22,9 @@ static PGconn *connect_one(const char *url)
 {
 	/* Listed before dbname so that a URL naming its own values wins:
 	 * libpq keeps the last value it processes. */
-	static const char *const keys[] = {"application_name",
-					   "connect_timeout", "dbname", NULL};
-	const char *values[] = {"moonrabbit", "10", url, NULL};
+	static const char *const keys[] = { "application_name",
+					    "connect_timeout", "dbname", NULL };
+	const char *values[] = { "moonrabbit", "10", url, NULL };
 
 	return PQconnectdbParams(keys, values, 1);
 }
@@ -39,8 +39,8 @@ static void conn_error(PGconn *c, const char *what, char *err, size_t errlen)
 }
 
 
-int db_pool_open(const char *url, int size, struct db_pool **out,
-		 char *err, size_t errlen)
+int db_pool_open(const char *url, int size, struct db_pool **out, char *err,
+		 size_t errlen)
 {
 	struct db_pool *p = calloc(1, sizeof *p);
 	int rc = -ENOMEM;
@@ -58,8 +58,8 @@ int db_pool_open(const char *url, int size, struct db_pool **out,
 
 		p->all[p->size++] = c;
 		if (!c || PQstatus(c) != CONNECTION_OK) {
-			conn_error(c, "failed to connect to DATABASE_URL",
-				   err, errlen);
+			conn_error(c, "failed to connect to DATABASE_URL", err,
+				   errlen);
 			rc = -EIO;
 			goto out;
 		}
@@ -83,7 +83,7 @@ out:
  * to CONNECTION_BAD, which a reset then repairs. */
 static int ensure_alive(PGconn *c, char *err, size_t errlen)
 {
-	struct pollfd pfd = {.fd = PQsocket(c), .events = POLLIN};
+	struct pollfd pfd = { .fd = PQsocket(c), .events = POLLIN };
 
 	for (int i = 0; i < 4 && PQstatus(c) == CONNECTION_OK; i++) {
 		pfd.fd = PQsocket(c);
@@ -135,8 +135,10 @@ int db_pool_acquire(struct db_pool *pool, int timeout_ms, PGconn **out,
 					   &deadline) == ETIMEDOUT &&
 		    pool->nfree == 0) {
 			pthread_mutex_unlock(&pool->lock);
-			snprintf(err, errlen, "no database connection free "
-				 "within %d ms", timeout_ms);
+			snprintf(err, errlen,
+				 "no database connection free "
+				 "within %d ms",
+				 timeout_ms);
 			return -ETIMEDOUT;
 		}
 	}

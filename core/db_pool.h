@@ -17,17 +17,17 @@ struct db_pool;
 
 /* What db_pool_release() found and did, as bit flags. */
 enum db_release_flags {
-	DB_RELEASE_ROLLBACK_INTRANS = 1 << 0,	/* transaction left open */
-	DB_RELEASE_ROLLBACK_INERROR = 1 << 1,	/* failed transaction */
-	DB_RELEASE_CANCELLED = 1 << 2,		/* query still running */
-	DB_RELEASE_RESET = 1 << 3,		/* reconnected */
-	DB_RELEASE_RESET_FAILED = 1 << 4,	/* still broken */
+	DB_RELEASE_ROLLBACK_INTRANS = 1 << 0, /* transaction left open */
+	DB_RELEASE_ROLLBACK_INERROR = 1 << 1, /* failed transaction */
+	DB_RELEASE_CANCELLED = 1 << 2,	      /* query still running */
+	DB_RELEASE_RESET = 1 << 3,	      /* reconnected */
+	DB_RELEASE_RESET_FAILED = 1 << 4,     /* still broken */
 };
 
 /* Opens size connections to url (a libpq URL or conninfo) now, so a bad
  * DATABASE_URL stops start-up. On success *out owns them all. */
-int db_pool_open(const char *url, int size, struct db_pool **out,
-		 char *err, size_t errlen);
+int db_pool_open(const char *url, int size, struct db_pool **out, char *err,
+		 size_t errlen);
 
 /* Takes a connection, waiting up to timeout_ms for one to come back.
  * Returns 0, -ETIMEDOUT, or -EIO (with a reason in err) when the server

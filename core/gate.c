@@ -8,12 +8,12 @@
 enum outcome gate_body_size(uint64_t body_size, const struct limits *lim)
 {
 	return body_size > lim->max_message_bytes ? OUTCOME_SIZE_LIMIT
-						   : OUTCOME_OK;
+						  : OUTCOME_OK;
 }
 
 
-enum outcome gate_fields(const char *body, size_t len,
-			 const struct limits *lim, struct gate_report *report)
+enum outcome gate_fields(const char *body, size_t len, const struct limits *lim,
+			 struct gate_report *report)
 {
 	struct json_field fields[LIMITS_FIELDS_MAX];
 	size_t err_at = 0;
@@ -49,7 +49,8 @@ enum outcome gate_fields(const char *body, size_t len,
 		if (fields[i].value_len > fl->max_bytes) {
 			snprintf(report->reason, sizeof report->reason,
 				 "field %s is %zu bytes, over its maximum of "
-				 "%llu", fl->name, fields[i].value_len,
+				 "%llu",
+				 fl->name, fields[i].value_len,
 				 (unsigned long long)fl->max_bytes);
 			return OUTCOME_FIELD_SIZE_LIMIT;
 		}

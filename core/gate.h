@@ -15,9 +15,9 @@
  */
 
 struct gate_report {
-	char reason[160];	/* filled when the outcome is not ok */
-	int warn_field;		/* index into limits->fields, or -1 */
-	uint64_t warn_bytes;	/* the measured size of that field */
+	char reason[160];    /* filled when the outcome is not ok */
+	int warn_field;	     /* index into limits->fields, or -1 */
+	uint64_t warn_bytes; /* the measured size of that field */
 };
 
 /* OUTCOME_SIZE_LIMIT when body_size is over the limit, else OUTCOME_OK. */
@@ -27,7 +27,7 @@ enum outcome gate_body_size(uint64_t body_size, const struct limits *lim);
  * limited fields. Returns OUTCOME_OK, OUTCOME_INVALID_JSON or
  * OUTCOME_FIELD_SIZE_LIMIT; report says why, and names one field above
  * its warning size when the outcome is ok. */
-enum outcome gate_fields(const char *body, size_t len,
-			 const struct limits *lim, struct gate_report *report);
+enum outcome gate_fields(const char *body, size_t len, const struct limits *lim,
+			 struct gate_report *report);
 
 #endif

@@ -14,7 +14,7 @@
  * time; the queues between them carry the hand-over.
  */
 
-#define JOB_ID_MAX 128
+#define JOB_ID_MAX     128
 #define JOB_REASON_MAX 256
 
 struct job {
@@ -23,7 +23,7 @@ struct job {
 	int redelivered;
 	char message_id[JOB_ID_MAX];
 	char content_type[64];
-	char *body;		/* owned; NULL once handed to Lua */
+	char *body; /* owned; NULL once handed to Lua */
 	size_t body_len;
 	enum outcome outcome;
 	char reason[JOB_REASON_MAX];

@@ -23,24 +23,24 @@
 
 /* Instructions between two looks at the clock: frequent enough that a
  * runaway loop overshoots its budget by well under a millisecond. */
-#define HOOK_EVERY 10000
+#define HOOK_EVERY	 10000
 #define QUERY_PARAMS_MAX 64
-#define LOG_FIELDS_MAX 16
+#define LOG_FIELDS_MAX	 16
 
 struct job_state {
 	lua_State *L;
 	struct job_env env;
 	size_t mem_used;
-	size_t mem_cap;		/* 0 while the state is being built */
+	size_t mem_cap; /* 0 while the state is being built */
 	int ref_handle;
 	int ref_init;
 	int ref_decode;
 	int ref_encode;
 	int ref_host;
-	PGconn *conn;		/* checked out for the running job */
-	struct job *job;	/* the running job, for logs */
-	double deadline;	/* monotonic seconds */
-	int broken;		/* rebuild before the next job */
+	PGconn *conn;	 /* checked out for the running job */
+	struct job *job; /* the running job, for logs */
+	double deadline; /* monotonic seconds */
+	int broken;	 /* rebuild before the next job */
 };
 
 struct pgres_box {
@@ -162,9 +162,10 @@ static int query_params(lua_State *L, const char **values)
 			values[i] = lua_tostring(L, idx);
 			break;
 		default:
-			luaL_error(L, "query parameter $%d: cannot send a %s; "
-				   "encode it as a string", i + 1,
-				   luaL_typename(L, idx));
+			luaL_error(L,
+				   "query parameter $%d: cannot send a %s; "
+				   "encode it as a string",
+				   i + 1, luaL_typename(L, idx));
 		}
 	}
 	return n;
@@ -209,8 +210,8 @@ static int l_db_query(lua_State *L)
 	box->r = PQexecParams(conn, sql, n, NULL, values, NULL, NULL, 0);
 	st = PQresultStatus(box->r);
 	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-		const char *state = PQresultErrorField(box->r,
-						       PG_DIAG_SQLSTATE);
+		const char *state =
+			PQresultErrorField(box->r, PG_DIAG_SQLSTATE);
 		const char *msg = box->r ? PQresultErrorMessage(box->r)
 					 : PQerrorMessage(conn);
 
@@ -228,8 +229,8 @@ static int l_db_query(lua_State *L)
 
 static int l_log(lua_State *L)
 {
-	static const char *const levels[] = {"error", "warn", "info", "debug",
-					     NULL};
+	static const char *const levels[] = { "error", "warn", "info", "debug",
+					      NULL };
 	struct job_state *js = self(L);
 	struct log_field f[LOG_FIELDS_MAX];
 	int level = luaL_checkoption(L, 1, NULL, levels);
@@ -355,15 +356,18 @@ static int load_script(struct job_state *js, char *err, size_t errlen)
 		return -EINVAL;
 	}
 	if (!lua_istable(L, -1)) {
-		snprintf(err, errlen, "JOB_SCRIPT %s must return a table with "
-			 "handle(msg, host), got %s", path,
-			 luaL_typename(L, -1));
+		snprintf(err, errlen,
+			 "JOB_SCRIPT %s must return a table with "
+			 "handle(msg, host), got %s",
+			 path, luaL_typename(L, -1));
 		return -EINVAL;
 	}
 	lua_getfield(L, -1, "handle");
 	if (!lua_isfunction(L, -1)) {
-		snprintf(err, errlen, "JOB_SCRIPT %s: field 'handle' must be "
-			 "a function, got %s", path, luaL_typename(L, -1));
+		snprintf(err, errlen,
+			 "JOB_SCRIPT %s: field 'handle' must be "
+			 "a function, got %s",
+			 path, luaL_typename(L, -1));
 		return -EINVAL;
 	}
 	js->ref_handle = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -398,8 +402,8 @@ static int build(struct job_state *js, char *err, size_t errlen)
 }
 
 
-int job_state_new(const struct job_env *env, struct job_state **out,
-		  char *err, size_t errlen)
+int job_state_new(const struct job_env *env, struct job_state **out, char *err,
+		  size_t errlen)
 {
 	struct job_state *js = calloc(1, sizeof *js);
 
@@ -509,7 +513,8 @@ static void read_result(lua_State *L, struct job *job)
 		job->outcome = OUTCOME_JOB_ERROR;
 		snprintf(job->reason, sizeof job->reason,
 			 "handle() returned %s; return true, or false and a "
-			 "reason", luaL_typename(L, -2));
+			 "reason",
+			 luaL_typename(L, -2));
 	}
 }
 
@@ -560,17 +565,14 @@ static int run_protected(lua_State *L)
 }
 
 
-static void log_field_warning(const struct job_state *js,
-			      const struct job *job,
+static void log_field_warning(const struct job_state *js, const struct job *job,
 			      const struct gate_report *rep)
 {
 	const struct field_limit *fl = &js->env.limits.fields[rep->warn_field];
 
-	LOG(LOG_WARN, "field_size_warning",
-	    LF_S("message_id", job->message_id),
+	LOG(LOG_WARN, "field_size_warning", LF_S("message_id", job->message_id),
 	    LF_U("delivery", job->delivery_tag), LF_S("field", fl->name),
-	    LF_U("bytes", rep->warn_bytes),
-	    LF_U("warn_bytes", fl->warn_bytes));
+	    LF_U("bytes", rep->warn_bytes), LF_U("warn_bytes", fl->warn_bytes));
 }
 
 
@@ -598,8 +600,8 @@ void job_state_run(struct job_state *js, struct job *job)
 	double start = monotonic_now();
 	int rc;
 
-	job->outcome = gate_fields(job->body, job->body_len, &js->env.limits,
-				   &rep);
+	job->outcome =
+		gate_fields(job->body, job->body_len, &js->env.limits, &rep);
 	if (job->outcome != OUTCOME_OK) {
 		set_reason(job, job->outcome, rep.reason);
 		goto out;
@@ -656,7 +658,7 @@ int job_state_init(struct job_state *js, char *err, size_t errlen)
 	}
 	lua_settop(L, 0);
 	if (js->conn) {
-		struct job none = {.message_id = "init"};
+		struct job none = { .message_id = "init" };
 
 		release_conn(js, &none);
 	}

@@ -21,15 +21,15 @@ struct job_state;
 struct job_env {
 	const char *script_path;
 	struct limits limits;
-	struct db_pool *db;	/* may be NULL: host.db then raises */
-	int db_wait_ms;		/* how long a job waits for a connection */
-	int index;		/* worker number, for logs */
+	struct db_pool *db; /* may be NULL: host.db then raises */
+	int db_wait_ms;	    /* how long a job waits for a connection */
+	int index;	    /* worker number, for logs */
 };
 
 /* Builds a state for env and loads the script. On success *out owns it;
  * free with job_state_free(). Returns 0 or -EINVAL with a reason. */
-int job_state_new(const struct job_env *env, struct job_state **out,
-		  char *err, size_t errlen);
+int job_state_new(const struct job_env *env, struct job_state **out, char *err,
+		  size_t errlen);
 
 /* Calls the script's init(host), if it has one. Returns 0 or -EINVAL. */
 int job_state_init(struct job_state *js, char *err, size_t errlen);

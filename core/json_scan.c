@@ -25,7 +25,7 @@ struct scan {
 	unsigned char kind[JSON_SCAN_DEPTH_MAX]; /* '{' or '[' per level */
 	struct json_field *fields;
 	int nfields;
-	int pending;		/* field whose value is being measured */
+	int pending; /* field whose value is being measured */
 	const char *value_start;
 };
 
@@ -187,7 +187,7 @@ static int scan_number(struct scan *s)
 
 static int scan_literal(struct scan *s)
 {
-	static const char *const words[] = {"true", "false", "null"};
+	static const char *const words[] = { "true", "false", "null" };
 
 	for (int i = 0; i < 3; i++) {
 		size_t n = strlen(words[i]);
@@ -229,7 +229,7 @@ static int step_value(struct scan *s, int max_depth)
 			return rc;
 		skip_ws(s);
 		if (s->p < s->end && (*s->p == '}' || *s->p == ']'))
-			return S_AFTER;	/* the closer is checked there */
+			return S_AFTER; /* the closer is checked there */
 		return s->kind[s->depth - 1] == '{' ? S_KEY : S_VALUE;
 	case '"':
 		rc = scan_string(s, NULL, NULL);

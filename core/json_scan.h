@@ -16,17 +16,17 @@
 #define JSON_SCAN_DEPTH_MAX 1000
 
 struct json_field {
-	const char *name;	/* key to look for, unescaped */
+	const char *name; /* key to look for, unescaped */
 	size_t name_len;
-	size_t value_len;	/* raw bytes of the value, largest if repeated */
+	size_t value_len; /* raw bytes of the value, largest if repeated */
 	int found;
 };
 
 enum json_scan_status {
 	JSON_SCAN_OK = 0,
-	JSON_SCAN_SYNTAX = -1,	  /* not JSON */
+	JSON_SCAN_SYNTAX = -1,	   /* not JSON */
 	JSON_SCAN_NOT_OBJECT = -2, /* JSON, but not an object */
-	JSON_SCAN_TOO_DEEP = -3,  /* nesting over the limit */
+	JSON_SCAN_TOO_DEEP = -3,   /* nesting over the limit */
 };
 
 /* Scans buf[0..len). Fills found/value_len of each of the nfields fields

@@ -10,7 +10,7 @@
 
 enum log_level log_threshold = LOG_INFO;
 
-static const char *const level_names[] = {"error", "warn", "info", "debug"};
+static const char *const level_names[] = { "error", "warn", "info", "debug" };
 
 
 int log_parse_level(const char *name, enum log_level *out)
@@ -41,8 +41,8 @@ static size_t put_escaped(char *buf, size_t pos, size_t cap, const char *s)
 			buf[pos++] = '\\';
 			buf[pos++] = (char)c;
 		} else if (c < 0x20) {
-			pos += (size_t)snprintf(buf + pos, cap - pos,
-						"\\u%04x", c);
+			pos += (size_t)snprintf(buf + pos, cap - pos, "\\u%04x",
+						c);
 		} else {
 			buf[pos++] = (char)c;
 		}

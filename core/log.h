@@ -25,11 +25,11 @@ struct log_field {
 	} v;
 };
 
-#define LF_S(k, x) ((struct log_field){(k), LOG_T_STR, {.s = (x)}})
-#define LF_I(k, x) ((struct log_field){(k), LOG_T_INT, {.i = (x)}})
-#define LF_U(k, x) ((struct log_field){(k), LOG_T_UINT, {.u = (x)}})
-#define LF_D(k, x) ((struct log_field){(k), LOG_T_DBL, {.d = (x)}})
-#define LF_B(k, x) ((struct log_field){(k), LOG_T_BOOL, {.i = !!(x)}})
+#define LF_S(k, x) ((struct log_field){ (k), LOG_T_STR, { .s = (x) } })
+#define LF_I(k, x) ((struct log_field){ (k), LOG_T_INT, { .i = (x) } })
+#define LF_U(k, x) ((struct log_field){ (k), LOG_T_UINT, { .u = (x) } })
+#define LF_D(k, x) ((struct log_field){ (k), LOG_T_DBL, { .d = (x) } })
+#define LF_B(k, x) ((struct log_field){ (k), LOG_T_BOOL, { .i = !!(x) } })
 
 extern enum log_level log_threshold;
 
@@ -43,19 +43,19 @@ int log_parse_level(const char *name, enum log_level *out);
 /* Names a level for output; "alert" is a warn line with its own name. */
 const char *log_level_name(enum log_level level);
 
-#define LOG(level, event, ...)                                              \
-	do {                                                                \
-		if ((level) <= log_threshold) {                             \
-			const struct log_field lf_[] = {__VA_ARGS__};       \
-			log_write((level), (event), lf_,                    \
-				  (int)(sizeof lf_ / sizeof lf_[0]));       \
-		}                                                           \
+#define LOG(level, event, ...)                                                 \
+	do {                                                                   \
+		if ((level) <= log_threshold) {                                \
+			const struct log_field lf_[] = { __VA_ARGS__ };        \
+			log_write((level), (event), lf_,                       \
+				  (int)(sizeof lf_ / sizeof lf_[0]));          \
+		}                                                              \
 	} while (0)
 
-#define LOG0(level, event)                                                  \
-	do {                                                                \
-		if ((level) <= log_threshold)                               \
-			log_write((level), (event), NULL, 0);               \
+#define LOG0(level, event)                                                     \
+	do {                                                                   \
+		if ((level) <= log_threshold)                                  \
+			log_write((level), (event), NULL, 0);                  \
 	} while (0)
 
 #endif

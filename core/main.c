@@ -82,13 +82,14 @@ static int parse_args(struct app *app, int argc, char **argv)
 
 static int load_settings(struct app *app)
 {
-	struct limits_context ctx = {0};
+	struct limits_context ctx = { 0 };
 	char err[1024];
 
 	if (config_load(&app->cfg, err, sizeof err) < 0 ||
 	    log_parse_level(app->cfg.log_level, &log_threshold) < 0) {
 		if (!err[0] || app->cfg.log_level)
-			snprintf(err, sizeof err, "LOG_LEVEL=\"%s\" is not "
+			snprintf(err, sizeof err,
+				 "LOG_LEVEL=\"%s\" is not "
 				 "usable: use error, warn, info or debug",
 				 app->cfg.log_level);
 		goto fail;
@@ -117,8 +118,7 @@ static int start_workers(struct app *app)
 	char err[1024];
 	int rc;
 
-	app->states = calloc((size_t)app->cfg.concurrency,
-			     sizeof *app->states);
+	app->states = calloc((size_t)app->cfg.concurrency, sizeof *app->states);
 	if (!app->states)
 		return -ENOMEM;
 	for (int i = 0; i < app->cfg.concurrency; i++) {
@@ -131,8 +131,8 @@ static int start_workers(struct app *app)
 	rc = job_state_init(app->states[0], err, sizeof err);
 	if (rc < 0)
 		goto fail;
-	return pool_start(app->nstates, job_state_run_fn,
-			  (void **)app->states, &app->pool);
+	return pool_start(app->nstates, job_state_run_fn, (void **)app->states,
+			  &app->pool);
 fail:
 	LOG(LOG_ERROR, "job_script_error", LF_S("reason", err));
 	fprintf(stderr, "moonrabbit: %s\n", err);
@@ -168,8 +168,8 @@ static void log_summary(const struct consumer_summary *s)
 	    LF_U("job_error", s->counts[OUTCOME_JOB_ERROR]),
 	    LF_U("shutdown", s->counts[OUTCOME_SHUTDOWN]),
 	    LF_U("bytes_in", s->bytes_in), LF_D("seconds", s->seconds),
-	    LF_D("msgs_per_s", s->seconds > 0 ? (double)total / s->seconds
-					       : 0.0),
+	    LF_D("msgs_per_s",
+		 s->seconds > 0 ? (double)total / s->seconds : 0.0),
 	    LF_I("peak_rss_kb", s->peak_rss_kb));
 }
 
@@ -198,8 +198,8 @@ static int run(struct app *app)
 	int rc;
 
 	config_mask_url(app->cfg.database_url, masked, sizeof masked);
-	if (db_pool_open(app->cfg.database_url, app->cfg.db_pool_size,
-			 &app->db, err, sizeof err) < 0) {
+	if (db_pool_open(app->cfg.database_url, app->cfg.db_pool_size, &app->db,
+			 err, sizeof err) < 0) {
 		LOG(LOG_ERROR, "db_connect_failed", LF_S("database", masked),
 		    LF_S("reason", err));
 		return 1;

@@ -10,17 +10,17 @@
  * what the host itself can hold; a policy asking for more is refused.
  */
 
-#define LIMITS_FIELDS_MAX 8
+#define LIMITS_FIELDS_MAX     8
 #define LIMITS_FIELD_NAME_MAX 64
 /* A body above 1 GiB is not a message; the broker's own cap is lower. */
 #define LIMITS_MESSAGE_BYTES_MAX (1024ULL * 1024 * 1024)
-#define LIMITS_LUA_MEMORY_MIN (1024ULL * 1024)
-#define LIMITS_LUA_MEMORY_MAX (16ULL * 1024 * 1024 * 1024)
+#define LIMITS_LUA_MEMORY_MIN	 (1024ULL * 1024)
+#define LIMITS_LUA_MEMORY_MAX	 (16ULL * 1024 * 1024 * 1024)
 
 struct field_limit {
 	char name[LIMITS_FIELD_NAME_MAX];
 	size_t name_len;
-	uint64_t warn_bytes;	/* 0: no warning */
+	uint64_t warn_bytes; /* 0: no warning */
 	uint64_t max_bytes;
 };
 
@@ -39,7 +39,7 @@ struct limits {
 
 /* What limits.lua is told about the running process. */
 struct limits_context {
-	uint64_t memory_limit_bytes;	/* 0: unknown */
+	uint64_t memory_limit_bytes; /* 0: unknown */
 	int concurrency;
 	int prefetch;
 };

@@ -21,8 +21,12 @@ enum outcome {
 static inline const char *outcome_name(enum outcome o)
 {
 	static const char *const names[OUTCOME_COUNT] = {
-		"ok",		   "size_limit",      "invalid_json",
-		"field_size_limit", "invalid_message", "job_error",
+		"ok",
+		"size_limit",
+		"invalid_json",
+		"field_size_limit",
+		"invalid_message",
+		"job_error",
 		"shutdown",
 	};
 	return names[o];

@@ -13,10 +13,10 @@
  * os, package, require, load, loadfile, dofile, print, collectgarbage,
  * debug. */
 static const char *const sandbox_globals[] = {
-	"assert", "error",   "getmetatable", "ipairs",	 "next",
-	"pairs",  "pcall",   "rawequal",     "rawget",	 "rawlen",
-	"rawset", "select",  "setmetatable", "tonumber", "tostring",
-	"type",	  "xpcall",  "string",	     "table",	 "math",
+	"assert", "error",    "getmetatable", "ipairs",	  "next",
+	"pairs",  "pcall",    "rawequal",     "rawget",	  "rawlen",
+	"rawset", "select",   "setmetatable", "tonumber", "tostring",
+	"type",	  "xpcall",   "string",	      "table",	  "math",
 	"utf8",	  "_VERSION",
 };
 
@@ -30,16 +30,16 @@ struct u64_field {
 #define LIM_OFF(f) offsetof(struct limits, f)
 
 static const struct u64_field limit_fields[] = {
-	{"max_message_bytes", LIM_OFF(max_message_bytes), 1,
-	 LIMITS_MESSAGE_BYTES_MAX},
-	{"lua_memory_bytes", LIM_OFF(lua_memory_bytes), LIMITS_LUA_MEMORY_MIN,
-	 LIMITS_LUA_MEMORY_MAX},
-	{"job_timeout_ms", LIM_OFF(job_timeout_ms), 1, 24ULL * 3600 * 1000},
-	{"probe_every_messages", LIM_OFF(probe_every_messages), 1, 1000000},
-	{"probe_every_seconds", LIM_OFF(probe_every_seconds), 1, 86400},
-	{"backlog_alert", LIM_OFF(backlog_alert), 1, 1000000},
-	{"trim_after_bytes", LIM_OFF(trim_after_bytes), 0,
-	 LIMITS_MESSAGE_BYTES_MAX},
+	{ "max_message_bytes", LIM_OFF(max_message_bytes), 1,
+	  LIMITS_MESSAGE_BYTES_MAX },
+	{ "lua_memory_bytes", LIM_OFF(lua_memory_bytes), LIMITS_LUA_MEMORY_MIN,
+	  LIMITS_LUA_MEMORY_MAX },
+	{ "job_timeout_ms", LIM_OFF(job_timeout_ms), 1, 24ULL * 3600 * 1000 },
+	{ "probe_every_messages", LIM_OFF(probe_every_messages), 1, 1000000 },
+	{ "probe_every_seconds", LIM_OFF(probe_every_seconds), 1, 86400 },
+	{ "backlog_alert", LIM_OFF(backlog_alert), 1, 1000000 },
+	{ "trim_after_bytes", LIM_OFF(trim_after_bytes), 0,
+	  LIMITS_MESSAGE_BYTES_MAX },
 };
 
 
@@ -54,8 +54,8 @@ static int traceback(lua_State *L)
 
 /* Runs the function below nargs arguments under a traceback handler;
  * on failure copies the first line of the message into err. */
-static int protected_call(lua_State *L, int nargs, const char *path,
-			  char *err, size_t errlen)
+static int protected_call(lua_State *L, int nargs, const char *path, char *err,
+			  size_t errlen)
 {
 	int base = lua_gettop(L) - nargs;
 	const char *msg;
@@ -102,8 +102,10 @@ static int sandbox_load(const char *path, lua_State **out, char *err,
 	if (protected_call(L, 0, path, err, errlen) < 0)
 		goto out;
 	if (!lua_istable(L, -1)) {
-		snprintf(err, errlen, "%s: the module must return a table, "
-			 "got %s", path, luaL_typename(L, -1));
+		snprintf(err, errlen,
+			 "%s: the module must return a table, "
+			 "got %s",
+			 path, luaL_typename(L, -1));
 		goto out;
 	}
 	*out = L;
@@ -135,9 +137,10 @@ static int read_u64(lua_State *L, const char *path, const char *prefix,
 		const char *type = luaL_typename(L, -1);
 		int is_nil = lua_isnil(L, -1);
 
-		snprintf(err, errlen, "%s: field '%s%s': expected a whole "
-			 "number from %llu to %llu, got %s %s", path, prefix,
-			 key, min, max, type,
+		snprintf(err, errlen,
+			 "%s: field '%s%s': expected a whole "
+			 "number from %llu to %llu, got %s %s",
+			 path, prefix, key, min, max, type,
 			 is_nil ? "" : luaL_tolstring(L, -1, NULL));
 		lua_pop(L, is_nil ? 1 : 2);
 		return -EINVAL;
@@ -157,9 +160,10 @@ static int read_field_limit(lua_State *L, const char *path,
 
 	snprintf(prefix, sizeof prefix, "fields.%s.", fl->name);
 	if (!lua_istable(L, -1)) {
-		snprintf(err, errlen, "%s: field 'fields.%s': expected a table "
-			 "{warn_bytes=, max_bytes=}, got %s", path, fl->name,
-			 luaL_typename(L, -1));
+		snprintf(err, errlen,
+			 "%s: field 'fields.%s': expected a table "
+			 "{warn_bytes=, max_bytes=}, got %s",
+			 path, fl->name, luaL_typename(L, -1));
 		return -EINVAL;
 	}
 	if (read_u64(L, path, prefix, "max_bytes", 1, lim->max_message_bytes,
@@ -186,7 +190,8 @@ static int read_fields(lua_State *L, const char *path, struct limits *lim,
 {
 	lua_getfield(L, -1, "fields");
 	if (!lua_istable(L, -1)) {
-		snprintf(err, errlen, "%s: field 'fields': expected a table of "
+		snprintf(err, errlen,
+			 "%s: field 'fields': expected a table of "
 			 "field name to {warn_bytes=, max_bytes=}, got %s",
 			 path, luaL_typename(L, -1));
 		goto fail;
@@ -200,14 +205,17 @@ static int read_fields(lua_State *L, const char *path, struct limits *lim,
 		if (lua_type(L, -2) != LUA_TSTRING ||
 		    (name = lua_tolstring(L, -2, &n), n == 0) ||
 		    n >= LIMITS_FIELD_NAME_MAX) {
-			snprintf(err, errlen, "%s: field 'fields': keys must "
-				 "be field names of 1 to %d bytes", path,
-				 LIMITS_FIELD_NAME_MAX - 1);
+			snprintf(err, errlen,
+				 "%s: field 'fields': keys must "
+				 "be field names of 1 to %d bytes",
+				 path, LIMITS_FIELD_NAME_MAX - 1);
 			goto fail_iter;
 		}
 		if (lim->nfields == LIMITS_FIELDS_MAX) {
-			snprintf(err, errlen, "%s: field 'fields': at most %d "
-				 "limited fields", path, LIMITS_FIELDS_MAX);
+			snprintf(err, errlen,
+				 "%s: field 'fields': at most %d "
+				 "limited fields",
+				 path, LIMITS_FIELDS_MAX);
 			goto fail_iter;
 		}
 		memcpy(fl->name, name, n + 1);
@@ -245,8 +253,10 @@ static int check_known_keys(lua_State *L, const char *path, char *err,
 			known |= !strcmp(key, limit_fields[i].name);
 		lua_pop(L, 1);
 		if (!known) {
-			snprintf(err, errlen, "%s: field '%s' is not a known "
-				 "limit: check its spelling", path, key);
+			snprintf(err, errlen,
+				 "%s: field '%s' is not a known "
+				 "limit: check its spelling",
+				 path, key);
 			lua_pop(L, 1);
 			return -EINVAL;
 		}
@@ -261,8 +271,10 @@ static int read_limits(lua_State *L, const char *path, struct limits *lim,
 	unsigned long long depth = 0;
 
 	if (!lua_istable(L, -1)) {
-		snprintf(err, errlen, "%s: for_context must return a table, "
-			 "got %s", path, luaL_typename(L, -1));
+		snprintf(err, errlen,
+			 "%s: for_context must return a table, "
+			 "got %s",
+			 path, luaL_typename(L, -1));
 		return -EINVAL;
 	}
 	if (check_known_keys(L, path, err, errlen) < 0)
@@ -314,8 +326,10 @@ int policy_load_limits(const char *dir, const struct limits_context *ctx,
 	rc = -EINVAL;
 	lua_getfield(L, -1, "for_context");
 	if (!lua_isfunction(L, -1)) {
-		snprintf(err, errlen, "%s: field 'for_context': expected a "
-			 "function, got %s", path, luaL_typename(L, -1));
+		snprintf(err, errlen,
+			 "%s: field 'for_context': expected a "
+			 "function, got %s",
+			 path, luaL_typename(L, -1));
 		goto out;
 	}
 	push_context(L, ctx);

@@ -117,8 +117,7 @@ static void *worker_main(void *arg)
 }
 
 
-int pool_start(int nthreads, pool_run_fn run, void **ctxs,
-	       struct pool **out)
+int pool_start(int nthreads, pool_run_fn run, void **ctxs, struct pool **out)
 {
 	struct pool *p = calloc(1, sizeof *p);
 	int rc = -ENOMEM;

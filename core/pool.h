@@ -16,8 +16,7 @@ struct pool;
 typedef void (*pool_run_fn)(void *ctx, struct job *job);
 
 /* Starts nthreads threads; thread i gets ctxs[i]. */
-int pool_start(int nthreads, pool_run_fn run, void **ctxs,
-	       struct pool **out);
+int pool_start(int nthreads, pool_run_fn run, void **ctxs, struct pool **out);
 
 /* Queues job for a worker; the pool owns it until pool_collect(). */
 void pool_submit(struct pool *pool, struct job *job);

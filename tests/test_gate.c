@@ -53,11 +53,11 @@ static void test_field_limits(void)
 		enum outcome outcome;
 		int warned;
 	} rows[] = {
-		{100, OUTCOME_OK, 0},
-		{512000, OUTCOME_OK, 0},
-		{512001, OUTCOME_OK, 1},
-		{1572864, OUTCOME_OK, 1},
-		{1572865, OUTCOME_FIELD_SIZE_LIMIT, 0},
+		{ 100, OUTCOME_OK, 0 },
+		{ 512000, OUTCOME_OK, 0 },
+		{ 512001, OUTCOME_OK, 1 },
+		{ 1572864, OUTCOME_OK, 1 },
+		{ 1572865, OUTCOME_FIELD_SIZE_LIMIT, 0 },
 	};
 	struct gate_report rep;
 
@@ -77,7 +77,8 @@ static void test_field_limits(void)
 
 		gate_fields(b, len, &lim, &rep);
 		CHECK_STR("field conversation_log is 1572865 bytes, over its "
-			  "maximum of 1572864", rep.reason);
+			  "maximum of 1572864",
+			  rep.reason);
 		free(b);
 	}
 }

@@ -27,29 +27,29 @@ static void test_field_positions(void)
 		size_t len;
 	} rows[] = {
 		/* first, last, alone */
-		{"{\"conversation_log\":[1,2],\"id\":\"x\"}", 1, 5},
-		{"{\"id\":\"x\",\"conversation_log\":[1,2]}", 1, 5},
-		{"{ \"conversation_log\" :  \"abc\"  }", 1, 5},
+		{ "{\"conversation_log\":[1,2],\"id\":\"x\"}", 1, 5 },
+		{ "{\"id\":\"x\",\"conversation_log\":[1,2]}", 1, 5 },
+		{ "{ \"conversation_log\" :  \"abc\"  }", 1, 5 },
 		/* a value with nested containers is measured whole */
-		{"{\"conversation_log\":[{\"a\":[1,{\"b\":2}]}],\"z\":1}", 1,
-		 19},
+		{ "{\"conversation_log\":[{\"a\":[1,{\"b\":2}]}],\"z\":1}", 1,
+		  19 },
 		/* the same name nested deeper is not the top-level field */
-		{"{\"meta\":{\"conversation_log\":[1,2,3]}}", 0, 0},
-		{"{\"a\":[{\"conversation_log\":1}]}", 0, 0},
+		{ "{\"meta\":{\"conversation_log\":[1,2,3]}}", 0, 0 },
+		{ "{\"a\":[{\"conversation_log\":1}]}", 0, 0 },
 		/* absent */
-		{"{\"id\":\"x\"}", 0, 0},
-		{"{}", 0, 0},
+		{ "{\"id\":\"x\"}", 0, 0 },
+		{ "{}", 0, 0 },
 		/* escaped key that decodes to the name */
-		{"{\"conversation\\u005flog\":\"ab\"}", 1, 4},
-		{"{\"conversation_lo\\u0067\":[]}", 1, 2},
+		{ "{\"conversation\\u005flog\":\"ab\"}", 1, 4 },
+		{ "{\"conversation_lo\\u0067\":[]}", 1, 2 },
 		/* escaped quotes and brackets inside the value count as
 		 * raw bytes */
-		{"{\"conversation_log\":\"a\\\"]}\\\\\"}", 1, 9},
+		{ "{\"conversation_log\":\"a\\\"]}\\\\\"}", 1, 9 },
 		/* a key that only starts like the name */
-		{"{\"conversation_logs\":[1]}", 0, 0},
+		{ "{\"conversation_logs\":[1]}", 0, 0 },
 		/* repeated: the larger of the two is kept */
-		{"{\"conversation_log\":[1],\"conversation_log\":[1,2,3]}", 1,
-		 7},
+		{ "{\"conversation_log\":[1],\"conversation_log\":[1,2,3]}", 1,
+		  7 },
 	};
 
 	for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
@@ -66,30 +66,30 @@ static void test_invalid(void)
 		const char *body;
 		int status;
 	} rows[] = {
-		{"", JSON_SCAN_SYNTAX},
-		{"not json", JSON_SCAN_SYNTAX},
-		{"{", JSON_SCAN_SYNTAX},
-		{"{\"a\":1", JSON_SCAN_SYNTAX},
-		{"{\"a\" 1}", JSON_SCAN_SYNTAX},
-		{"{\"a\":1,}", JSON_SCAN_SYNTAX},
-		{"{\"a\":[1,]}", JSON_SCAN_SYNTAX},
-		{"{\"a\":01}", JSON_SCAN_SYNTAX},
-		{"{\"a\":1.}", JSON_SCAN_SYNTAX},
-		{"{\"a\":-}", JSON_SCAN_SYNTAX},
-		{"{\"a\":NaN}", JSON_SCAN_SYNTAX},
-		{"{\"a\":tru}", JSON_SCAN_SYNTAX},
-		{"{\"a\":\"\\x\"}", JSON_SCAN_SYNTAX},
-		{"{\"a\":\"\\u12\"}", JSON_SCAN_SYNTAX},
-		{"{\"a\":\"tab\there\"}", JSON_SCAN_SYNTAX},
-		{"{\"a\":[}", JSON_SCAN_SYNTAX},
-		{"{\"a\":1}}", JSON_SCAN_SYNTAX},
-		{"{\"a\":1} x", JSON_SCAN_SYNTAX},
-		{"{1:2}", JSON_SCAN_SYNTAX},
-		{"[1,2]", JSON_SCAN_NOT_OBJECT},
-		{"\"str\"", JSON_SCAN_NOT_OBJECT},
-		{"42", JSON_SCAN_NOT_OBJECT},
-		{"null", JSON_SCAN_NOT_OBJECT},
-		{" {\"a\":-1.5e+3,\"b\":[true,false,null]} \n", JSON_SCAN_OK},
+		{ "", JSON_SCAN_SYNTAX },
+		{ "not json", JSON_SCAN_SYNTAX },
+		{ "{", JSON_SCAN_SYNTAX },
+		{ "{\"a\":1", JSON_SCAN_SYNTAX },
+		{ "{\"a\" 1}", JSON_SCAN_SYNTAX },
+		{ "{\"a\":1,}", JSON_SCAN_SYNTAX },
+		{ "{\"a\":[1,]}", JSON_SCAN_SYNTAX },
+		{ "{\"a\":01}", JSON_SCAN_SYNTAX },
+		{ "{\"a\":1.}", JSON_SCAN_SYNTAX },
+		{ "{\"a\":-}", JSON_SCAN_SYNTAX },
+		{ "{\"a\":NaN}", JSON_SCAN_SYNTAX },
+		{ "{\"a\":tru}", JSON_SCAN_SYNTAX },
+		{ "{\"a\":\"\\x\"}", JSON_SCAN_SYNTAX },
+		{ "{\"a\":\"\\u12\"}", JSON_SCAN_SYNTAX },
+		{ "{\"a\":\"tab\there\"}", JSON_SCAN_SYNTAX },
+		{ "{\"a\":[}", JSON_SCAN_SYNTAX },
+		{ "{\"a\":1}}", JSON_SCAN_SYNTAX },
+		{ "{\"a\":1} x", JSON_SCAN_SYNTAX },
+		{ "{1:2}", JSON_SCAN_SYNTAX },
+		{ "[1,2]", JSON_SCAN_NOT_OBJECT },
+		{ "\"str\"", JSON_SCAN_NOT_OBJECT },
+		{ "42", JSON_SCAN_NOT_OBJECT },
+		{ "null", JSON_SCAN_NOT_OBJECT },
+		{ " {\"a\":-1.5e+3,\"b\":[true,false,null]} \n", JSON_SCAN_OK },
 	};
 
 	for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
@@ -98,8 +98,7 @@ static void test_invalid(void)
 
 
 /* Builds open^n close^n around mid; the caller frees it. */
-static char *nest(int n, const char *open, const char *mid,
-		  const char *close)
+static char *nest(int n, const char *open, const char *mid, const char *close)
 {
 	size_t lo = strlen(open), lm = strlen(mid), lc = strlen(close);
 	char *s = malloc((size_t)n * (lo + lc) + lm + 1);

@@ -4,7 +4,7 @@
 #include "check.h"
 #include "policy.h"
 
-static const struct limits_context ctx = {.concurrency = 8, .prefetch = 16};
+static const struct limits_context ctx = { .concurrency = 8, .prefetch = 16 };
 static char dir[] = "/tmp/mr-policy-XXXXXX";
 
 
@@ -30,8 +30,8 @@ static void test_shipped_defaults(void)
 	struct limits lim;
 	char err[512] = "";
 
-	CHECK_INT(0, policy_load_limits("policies", &ctx, &lim, err,
-					sizeof err));
+	CHECK_INT(0,
+		  policy_load_limits("policies", &ctx, &lim, err, sizeof err));
 	CHECK_STR("", err);
 	CHECK_INT(2097152, lim.max_message_bytes);
 	CHECK_INT(128, lim.max_json_depth);
@@ -44,9 +44,9 @@ static void test_shipped_defaults(void)
 }
 
 
-#define GOOD_TAIL                                                           \
-	"max_json_depth=10, lua_memory_bytes=16777216, job_timeout_ms=100,"  \
-	"probe_every_messages=1, probe_every_seconds=1, backlog_alert=1,"    \
+#define GOOD_TAIL                                                              \
+	"max_json_depth=10, lua_memory_bytes=16777216, job_timeout_ms=100,"    \
+	"probe_every_messages=1, probe_every_seconds=1, backlog_alert=1,"      \
 	"trim_after_bytes=0"
 
 static void test_refusals(void)
@@ -55,34 +55,34 @@ static void test_refusals(void)
 		const char *text;
 		const char *message;
 	} rows[] = {
-		{"return {for_context = function(", "limits.lua:1:"},
-		{"return 42", "the module must return a table, got number"},
-		{"return {}", "field 'for_context': expected a function"},
-		{"return {for_context = function() error('boom') end}",
-		 "limits.lua:1: boom"},
-		{"return {for_context = function() return io.open('x') end}",
-		 "global 'io'"},
-		{"return {for_context = function() return 1 end}",
-		 "for_context must return a table, got number"},
-		{"return {for_context = function() return {max_message_bytes"
-		 "='2MB', fields={}, " GOOD_TAIL "} end}",
-		 "field 'max_message_bytes': expected a whole number from 1 "
-		 "to 1073741824, got string 2MB"},
-		{"return {for_context = function() return {max_message_bytes"
-		 "=100, fields={log={max_bytes=101}}, " GOOD_TAIL "} end}",
-		 "field 'fields.log.max_bytes': expected a whole number from "
-		 "1 to 100, got number 101"},
-		{"return {for_context = function() return {max_message_bytes"
-		 "=100, fields={log={max_bytes=50, warn_bytes=60}}, "
-		 GOOD_TAIL "} end}",
-		 "field 'fields.log.warn_bytes': expected a whole number from "
-		 "0 to 50"},
-		{"return {for_context = function() return {max_mesage_bytes"
-		 "=100, fields={}, " GOOD_TAIL "} end}",
-		 "field 'max_mesage_bytes' is not a known limit"},
-		{"return {for_context = function() return {max_message_bytes"
-		 "=100, fields={log=5}, " GOOD_TAIL "} end}",
-		 "field 'fields.log': expected a table"},
+		{ "return {for_context = function(", "limits.lua:1:" },
+		{ "return 42", "the module must return a table, got number" },
+		{ "return {}", "field 'for_context': expected a function" },
+		{ "return {for_context = function() error('boom') end}",
+		  "limits.lua:1: boom" },
+		{ "return {for_context = function() return io.open('x') end}",
+		  "global 'io'" },
+		{ "return {for_context = function() return 1 end}",
+		  "for_context must return a table, got number" },
+		{ "return {for_context = function() return {max_message_bytes"
+		  "='2MB', fields={}, " GOOD_TAIL "} end}",
+		  "field 'max_message_bytes': expected a whole number from 1 "
+		  "to 1073741824, got string 2MB" },
+		{ "return {for_context = function() return {max_message_bytes"
+		  "=100, fields={log={max_bytes=101}}, " GOOD_TAIL "} end}",
+		  "field 'fields.log.max_bytes': expected a whole number from "
+		  "1 to 100, got number 101" },
+		{ "return {for_context = function() return {max_message_bytes"
+		  "=100, fields={log={max_bytes=50, warn_bytes=60}}, " GOOD_TAIL
+		  "} end}",
+		  "field 'fields.log.warn_bytes': expected a whole number from "
+		  "0 to 50" },
+		{ "return {for_context = function() return {max_mesage_bytes"
+		  "=100, fields={}, " GOOD_TAIL "} end}",
+		  "field 'max_mesage_bytes' is not a known limit" },
+		{ "return {for_context = function() return {max_message_bytes"
+		  "=100, fields={log=5}, " GOOD_TAIL "} end}",
+		  "field 'fields.log': expected a table" },
 	};
 	struct limits lim;
 	char err[512];
@@ -104,11 +104,14 @@ static void test_accepts_minimal(void)
 	struct limits lim;
 	char err[512];
 
-	CHECK_INT(0, load_text("return {for_context = function(c) return "
-			       "{max_message_bytes=100 * c.concurrency, "
-			       "fields={log={max_bytes=50, warn_bytes=10}},"
-			       GOOD_TAIL "} end}",
-			       &lim, err, sizeof err));
+	CHECK_INT(
+		0,
+		load_text(
+			"return {for_context = function(c) return "
+			"{max_message_bytes=100 * c.concurrency, "
+			"fields={log={max_bytes=50, warn_bytes=10}}," GOOD_TAIL
+			"} end}",
+			&lim, err, sizeof err));
 	CHECK_STR("", err);
 	CHECK_INT(800, lim.max_message_bytes);
 	CHECK_INT(50, lim.fields[0].max_bytes);
