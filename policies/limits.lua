@@ -58,9 +58,10 @@ local PROBE_EVERY_SECONDS = 10
 -- the pool is far behind the broker and somebody should look.
 local BACKLOG_ALERT = 50
 
--- A worker that has handled 1 MiB of bodies since its last trim gives freed
--- heap back (a full Lua collection, malloc_trim): half of one maximal body
--- is the most garbage worth carrying between two trims.
+-- After a message whose body is larger than this, its worker runs a full
+-- Lua collection and malloc_trim, so a burst of large bodies does not leave
+-- its peak behind as the new floor. Below 1 MiB the trim would cost more
+-- than the few pages it returns.
 local TRIM_AFTER_BYTES = 1 * MIB
 
 

@@ -1,6 +1,7 @@
--- One-line builders for specs: a limits context, a job message, a fake host
--- that records what the job asks of it, and a loader that runs a file in
--- the same restricted environment the host gives policies.
+-- One-line builders for specs: a limits context, a memory sample, a job
+-- message, a fake host that records what the job asks of it, and a loader
+-- that runs a file in the same restricted environment the host gives
+-- policies.
 
 local cjson = require "cjson"
 
@@ -42,6 +43,24 @@ end
 -- 8, prefetch 16, with the fields of over replacing those.
 function helpers.context(over)
   return merge({ concurrency = 8, prefetch = 16 }, over)
+end
+
+
+-- Returns a memory sample as the probe takes it in a cgroup v2 container
+-- with a 1 GiB limit and a working set of 300 MiB (29 %), no OOM kill and
+-- no pressure, with the fields of over replacing those.
+function helpers.sample(over)
+  return merge({
+    rss_bytes = 280 * 1048576,
+    limit_bytes = 1024 * 1048576,
+    limit_source = "cgroup_v2",
+    usage_bytes = 420 * 1048576,
+    working_set_bytes = 300 * 1048576,
+    cgroup_version = 2,
+    oom_kill_events = 0,
+    psi_some_avg10 = 0.0,
+    psi_full_avg10 = 0.0,
+  }, over)
 end
 
 
