@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <malloc.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -37,6 +38,8 @@ struct consumer {
 	double last_activity;
 	double stop_deadline;
 	int stopping;
+	int paused;
+	int prefetch;
 	char *err;
 	size_t errlen;
 };
@@ -96,6 +99,8 @@ static int settle(struct consumer *c, struct job *job)
 				       job->delivery_tag,
 				       o == OUTCOME_SHUTDOWN);
 	c->sum->counts[o]++;
+	if (c->o->governor)
+		governor_count(c->o->governor, 1);
 	c->last_settle = c->last_activity = now_s();
 	if (o == OUTCOME_OK)
 		LOG(LOG_DEBUG, "delivery_acked",
@@ -320,26 +325,25 @@ static int next_frame(struct consumer *c, amqp_frame_t *f)
 }
 
 
-static int setup(struct consumer *c)
+static int set_prefetch(struct consumer *c, int prefetch)
 {
-	const struct config *cfg = c->o->cfg;
-	amqp_basic_consume_ok_t *ok;
 	amqp_rpc_reply_t r;
-	int rc;
 
-	broker_names_for(cfg->amqp_queue, &c->names);
-	rc = broker_connect(cfg->amqp_url, HEARTBEAT_S, &c->conn, c->err,
-			    c->errlen);
-	if (rc < 0)
-		return rc;
-	rc = broker_declare(c->conn, &c->names, c->err, c->errlen);
-	if (rc < 0)
-		return rc;
-	amqp_basic_qos(c->conn, BROKER_CHANNEL, 0, (uint16_t)cfg->prefetch, 0);
+	amqp_basic_qos(c->conn, BROKER_CHANNEL, 0, (uint16_t)prefetch, 0);
 	r = amqp_get_rpc_reply(c->conn);
 	if (r.reply_type != AMQP_RESPONSE_NORMAL)
 		return broker_reply_error(r, "failed to set prefetch", c->err,
 					  c->errlen);
+	c->prefetch = prefetch;
+	return 0;
+}
+
+
+static int start_consuming(struct consumer *c)
+{
+	amqp_basic_consume_ok_t *ok;
+	amqp_rpc_reply_t r;
+
 	ok = amqp_basic_consume(c->conn, BROKER_CHANNEL,
 				amqp_cstring_bytes(c->names.queue),
 				amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
@@ -352,28 +356,161 @@ static int setup(struct consumer *c)
 }
 
 
+/* Cancels the consumer; deliveries already sent still arrive and stay
+ * ours until settled. Heartbeats go on: the connection stays open. */
+static int stop_consuming(struct consumer *c)
+{
+	amqp_rpc_reply_t r;
+
+	if (!c->consumer_tag.bytes)
+		return 0;
+	amqp_basic_cancel(c->conn, BROKER_CHANNEL, c->consumer_tag);
+	amqp_bytes_free(c->consumer_tag);
+	c->consumer_tag = amqp_empty_bytes;
+	r = amqp_get_rpc_reply(c->conn);
+	if (r.reply_type != AMQP_RESPONSE_NORMAL)
+		return broker_reply_error(r, "failed to cancel the consumer",
+					  c->err, c->errlen);
+	return 0;
+}
+
+
+static int setup(struct consumer *c)
+{
+	const struct config *cfg = c->o->cfg;
+	int rc;
+
+	broker_names_for(cfg->amqp_queue, &c->names);
+	rc = broker_connect(cfg->amqp_url, HEARTBEAT_S, &c->conn, c->err,
+			    c->errlen);
+	if (rc < 0)
+		return rc;
+	rc = broker_declare(c->conn, &c->names, c->err, c->errlen);
+	if (rc < 0)
+		return rc;
+	return set_prefetch(c, cfg->prefetch);
+}
+
+
 /* Stops deliveries, hands back what no thread has started, and gives
  * running jobs the grace period. */
 static int begin_stop(struct consumer *c)
 {
 	struct job *queued;
-	amqp_rpc_reply_t r;
+	int rc;
 
 	c->stopping = 1;
 	c->stop_deadline = now_s() + c->o->cfg->shutdown_grace_seconds;
 	LOG(LOG_INFO, "stopping", LF_S("queue", c->names.queue),
-	    LF_I("in_flight", pool_in_flight(c->o->pool)));
-	amqp_basic_cancel(c->conn, BROKER_CHANNEL, c->consumer_tag);
-	r = amqp_get_rpc_reply(c->conn);
-	if (r.reply_type != AMQP_RESPONSE_NORMAL)
-		return broker_reply_error(r, "failed to cancel the consumer",
-					  c->err, c->errlen);
+	    LF_I("in_flight", pool_in_flight(c->o->pool)),
+	    LF_B("recycle", c->sum->recycled));
+	rc = stop_consuming(c);
+	if (rc < 0)
+		return rc;
 	queued = pool_take_queued(c->o->pool);
 	for (struct job *j = queued; j; j = j->next) {
 		j->outcome = OUTCOME_SHUTDOWN;
 		snprintf(j->reason, sizeof j->reason, "worker stopping");
 	}
 	return settle_list(c, queued);
+}
+
+
+static void log_sample(struct consumer *c, const struct mem_sample *s,
+		       const struct mem_decision *d)
+{
+	int queued, active;
+
+	pool_load(c->o->pool, &queued, &active);
+	LOG(LOG_INFO, "memory_sample", LF_U("rss", s->rss_bytes),
+	    LF_U("working_set", s->working_set_bytes),
+	    LF_U("usage", s->usage_bytes), LF_U("limit", s->limit_bytes),
+	    LF_S("source", mem_source_name(s->limit_source)),
+	    LF_S("limit_file", s->limit_file),
+	    LF_S("level", mem_level_name(d->level)), LF_D("ratio", d->ratio),
+	    LF_I("prefetch", d->prefetch), LF_B("paused", d->pause),
+	    LF_I("jobs_queued", queued), LF_I("jobs_active", active),
+	    LF_I("in_flight", pool_in_flight(c->o->pool)));
+	/* TODO: send alerts over HTTP through alerts.lua, until then a log
+	 * line is the only place an alert reaches. */
+	if (d->alert.raised)
+		LOG(LOG_WARN, "alert", LF_S("kind", "memory"),
+		    LF_S("severity", d->alert.severity),
+		    LF_S("key", d->alert.key),
+		    LF_S("summary", d->alert.summary));
+}
+
+
+/* Applies a prefetch change; the running consumer keeps the prefetch it
+ * was created with, so it is re-created (nothing unacked is lost). */
+static int apply_prefetch(struct consumer *c, int prefetch)
+{
+	int rc;
+
+	if (prefetch == c->prefetch)
+		return 0;
+	LOG(LOG_INFO, "prefetch_changed", LF_I("from", c->prefetch),
+	    LF_I("to", prefetch));
+	rc = set_prefetch(c, prefetch);
+	if (rc == 0 && c->consumer_tag.bytes && !c->paused) {
+		rc = stop_consuming(c);
+		if (rc == 0)
+			rc = start_consuming(c);
+	}
+	return rc;
+}
+
+
+static int apply_pause(struct consumer *c, int pause)
+{
+	if (pause == c->paused || c->stopping)
+		return 0;
+	c->paused = pause;
+	if (pause) {
+		c->sum->pauses++;
+		LOG(LOG_WARN, "intake_paused", LF_S("queue", c->names.queue),
+		    LF_I("in_flight", pool_in_flight(c->o->pool)));
+		/* Freed bodies and Lua garbage go back to the kernel now,
+		 * while nothing new arrives to reuse them. */
+		malloc_trim(0);
+		return stop_consuming(c);
+	}
+	LOG(LOG_INFO, "intake_resumed", LF_S("queue", c->names.queue));
+	return start_consuming(c);
+}
+
+
+/* Takes a sample when one is due and acts on memory.lua's decision. A
+ * refused decision is logged and the previous one stays in force. */
+static int govern(struct consumer *c, int force)
+{
+	struct governor *g = c->o->governor;
+	struct mem_decision d;
+	struct mem_sample s;
+	char err[512];
+	int rc;
+
+	if (!g || (!force && !governor_due(g, now_s())))
+		return 0;
+	rc = governor_sample(g, now_s(), &s, &d, err, sizeof err);
+	if (rc == -EIO) {
+		LOG(LOG_WARN, "memory_probe_failed",
+		    LF_S("reason", "unreadable"));
+		return 0;
+	}
+	if (rc < 0) {
+		LOG(LOG_ERROR, "memory_policy_refused", LF_S("reason", err));
+		return 0;
+	}
+	log_sample(c, &s, &d);
+	rc = apply_prefetch(c, d.prefetch);
+	if (rc == 0)
+		rc = apply_pause(c, d.pause);
+	if (rc == 0 && d.recycle && !c->stopping) {
+		c->sum->recycled = 1;
+		rc = begin_stop(c);
+	}
+	return rc;
 }
 
 
@@ -421,9 +558,12 @@ static int turn(struct consumer *c)
 /* Returns 1 when the loop should end, 0 to go on, or a negative code. */
 static int should_end(struct consumer *c)
 {
-	if (*c->o->stop && !c->stopping) {
-		int rc = begin_stop(c);
+	int rc = govern(c, 0);
 
+	if (rc < 0)
+		return rc;
+	if (*c->o->stop && !c->stopping) {
+		rc = begin_stop(c);
 		if (rc < 0)
 			return rc;
 	}
@@ -433,6 +573,7 @@ static int should_end(struct consumer *c)
 		if (now_s() > c->stop_deadline) {
 			LOG(LOG_WARN, "stop_grace_expired",
 			    LF_I("in_flight", pool_in_flight(c->o->pool)));
+			c->sum->abandoned = pool_in_flight(c->o->pool);
 			return 1;
 		}
 		return 0;
@@ -464,6 +605,12 @@ int consumer_run(const struct consumer_opts *opts, struct consumer_summary *sum,
 	memset(sum, 0, sizeof *sum);
 	c.last_activity = now_s();
 	rc = setup(&c);
+	/* The first sample comes before the first delivery, so a worker
+	 * started under pressure does not take a full prefetch first. */
+	if (rc == 0)
+		rc = govern(&c, 1);
+	if (rc == 0 && !c.paused && !c.stopping)
+		rc = start_consuming(&c);
 	if (rc == 0) {
 		char masked[512];
 

@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "governor.h"
 #include "msg_limits.h"
 #include "outcome.h"
 #include "pool.h"
@@ -23,6 +24,7 @@ struct consumer_opts {
 	const struct limits *limits;
 	struct pool *pool;
 	int drain;		     /* exit once the queue is empty */
+	struct governor *governor;   /* NULL: no memory governor */
 	volatile sig_atomic_t *stop; /* set by a signal handler */
 };
 
@@ -31,10 +33,14 @@ struct consumer_summary {
 	uint64_t bytes_in;
 	double seconds; /* first delivery to last settle */
 	long peak_rss_kb;
+	uint64_t pauses;
+	int recycled;  /* stopped because memory.lua said so */
+	int abandoned; /* jobs still running at the end */
 };
 
 /* Consumes until the queue is drained (drain mode), a stop is asked for,
- * or the connection fails. Fills *sum in every case. Returns 0, or -EIO
+ * the memory policy asks for a recycle, or the connection fails. Fills
+ * *sum in every case. Returns 0, or -EIO
  * with a reason in err. */
 int consumer_run(const struct consumer_opts *opts, struct consumer_summary *sum,
 		 char *err, size_t errlen);

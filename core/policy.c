@@ -6,8 +6,8 @@
 #include <lualib.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
-#define POLICY_PATH_MAX 1024
 
 /* The standard library a pure function may use. Absent on purpose: io,
  * os, package, require, load, loadfile, dofile, print, collectgarbage,
@@ -75,14 +75,14 @@ static int protected_call(lua_State *L, int nargs, const char *path, char *err,
 }
 
 
-/* Loads path as a module in a fresh sandboxed state and leaves the table
- * it returns on the stack. The caller owns *out and closes it. */
-static int sandbox_load(const char *path, lua_State **out, char *err,
-			size_t errlen)
+int policy_open(const char *dir, const char *file, struct policy *p, char *err,
+		size_t errlen)
 {
 	lua_State *L = luaL_newstate();
 	int rc = -ENOMEM;
 
+	p->L = NULL;
+	snprintf(p->path, sizeof p->path, "%s/%s", dir, file);
 	if (!L)
 		goto out;
 	luaL_openlibs(L);
@@ -93,22 +93,26 @@ static int sandbox_load(const char *path, lua_State **out, char *err,
 		lua_setfield(L, -2, sandbox_globals[i]);
 	}
 	rc = -EINVAL;
-	if (luaL_loadfilex(L, path, "t") != LUA_OK) {
+	if (access(p->path, R_OK) < 0) {
+		snprintf(err, errlen, "cannot read %s (%s): check POLICY_DIR",
+			 p->path, strerror(errno));
+		goto out;
+	}
+	if (luaL_loadfilex(L, p->path, "t") != LUA_OK) {
 		snprintf(err, errlen, "%s", lua_tostring(L, -1));
 		goto out;
 	}
 	lua_insert(L, -2);
 	lua_setupvalue(L, -2, 1);
-	if (protected_call(L, 0, path, err, errlen) < 0)
+	if (protected_call(L, 0, p->path, err, errlen) < 0)
 		goto out;
 	if (!lua_istable(L, -1)) {
 		snprintf(err, errlen,
-			 "%s: the module must return a table, "
-			 "got %s",
-			 path, luaL_typename(L, -1));
+			 "%s: the module must return a table, got %s", p->path,
+			 luaL_typename(L, -1));
 		goto out;
 	}
-	*out = L;
+	p->L = L;
 	L = NULL;
 	rc = 0;
 out:
@@ -118,8 +122,33 @@ out:
 }
 
 
-/* Reads key of the table on top as a whole number in [min, max]. */
-static int read_u64(lua_State *L, const char *path, const char *prefix,
+int policy_call(struct policy *p, const char *fn, int nargs, char *err,
+		size_t errlen)
+{
+	lua_State *L = p->L;
+
+	lua_getfield(L, 1, fn);
+	if (!lua_isfunction(L, -1)) {
+		snprintf(err, errlen,
+			 "%s: field '%s': expected a function, got %s", p->path,
+			 fn, luaL_typename(L, -1));
+		lua_pop(L, 1 + nargs);
+		return -EINVAL;
+	}
+	lua_insert(L, -1 - nargs);
+	return protected_call(L, nargs, p->path, err, errlen);
+}
+
+
+void policy_close(struct policy *p)
+{
+	if (p->L)
+		lua_close(p->L);
+	p->L = NULL;
+}
+
+
+int policy_read_u64(lua_State *L, const char *path, const char *prefix,
 		    const char *key, unsigned long long min,
 		    unsigned long long max, unsigned long long *out, char *err,
 		    size_t errlen)
@@ -151,6 +180,48 @@ static int read_u64(lua_State *L, const char *path, const char *prefix,
 }
 
 
+static int is_limit_key(const char *key)
+{
+	int known = !strcmp(key, "fields") || !strcmp(key, "max_json_depth");
+
+	for (size_t i = 0; i < sizeof limit_fields / sizeof *limit_fields; i++)
+		known |= !strcmp(key, limit_fields[i].name);
+	return known;
+}
+
+
+static int is_field_limit_key(const char *key)
+{
+	return !strcmp(key, "max_bytes") || !strcmp(key, "warn_bytes");
+}
+
+
+/* Refuses keys the host does not know in the table on top, so a misspelt
+ * limit is an error rather than a silent default. */
+static int unknown_key(lua_State *L, int (*known)(const char *),
+		       const char *prefix, const char *path, char *err,
+		       size_t errlen)
+{
+	lua_pushnil(L);
+	while (lua_next(L, -2)) {
+		const char *key = lua_type(L, -2) == LUA_TSTRING
+					  ? lua_tostring(L, -2)
+					  : "";
+
+		lua_pop(L, 1);
+		if (!known(key)) {
+			snprintf(err, errlen,
+				 "%s: field '%s%s' is not a known limit: "
+				 "check its spelling",
+				 path, prefix, key);
+			lua_pop(L, 1);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+
 static int read_field_limit(lua_State *L, const char *path,
 			    const struct limits *lim, struct field_limit *fl,
 			    char *err, size_t errlen)
@@ -159,6 +230,9 @@ static int read_field_limit(lua_State *L, const char *path,
 	unsigned long long max = 0, warn = 0;
 
 	snprintf(prefix, sizeof prefix, "fields.%s.", fl->name);
+	if (lua_istable(L, -1) &&
+	    unknown_key(L, is_field_limit_key, prefix, path, err, errlen) < 0)
+		return -EINVAL;
 	if (!lua_istable(L, -1)) {
 		snprintf(err, errlen,
 			 "%s: field 'fields.%s': expected a table "
@@ -166,14 +240,14 @@ static int read_field_limit(lua_State *L, const char *path,
 			 path, fl->name, luaL_typename(L, -1));
 		return -EINVAL;
 	}
-	if (read_u64(L, path, prefix, "max_bytes", 1, lim->max_message_bytes,
-		     &max, err, errlen) < 0)
+	if (policy_read_u64(L, path, prefix, "max_bytes", 1,
+			    lim->max_message_bytes, &max, err, errlen) < 0)
 		return -EINVAL;
 	lua_getfield(L, -1, "warn_bytes");
 	if (!lua_isnil(L, -1)) {
 		lua_pop(L, 1);
-		if (read_u64(L, path, prefix, "warn_bytes", 0, max, &warn, err,
-			     errlen) < 0)
+		if (policy_read_u64(L, path, prefix, "warn_bytes", 0, max,
+				    &warn, err, errlen) < 0)
 			return -EINVAL;
 	} else {
 		lua_pop(L, 1);
@@ -235,36 +309,6 @@ fail:
 }
 
 
-/* Refuses keys the host does not know, so a misspelt limit is an error
- * rather than a silent default. */
-static int check_known_keys(lua_State *L, const char *path, char *err,
-			    size_t errlen)
-{
-	lua_pushnil(L);
-	while (lua_next(L, -2)) {
-		const char *key = lua_type(L, -2) == LUA_TSTRING
-					  ? lua_tostring(L, -2)
-					  : "";
-		int known = !strcmp(key, "fields") ||
-			    !strcmp(key, "max_json_depth");
-
-		for (size_t i = 0;
-		     i < sizeof limit_fields / sizeof *limit_fields; i++)
-			known |= !strcmp(key, limit_fields[i].name);
-		lua_pop(L, 1);
-		if (!known) {
-			snprintf(err, errlen,
-				 "%s: field '%s' is not a known "
-				 "limit: check its spelling",
-				 path, key);
-			lua_pop(L, 1);
-			return -EINVAL;
-		}
-	}
-	return 0;
-}
-
-
 static int read_limits(lua_State *L, const char *path, struct limits *lim,
 		       char *err, size_t errlen)
 {
@@ -277,19 +321,20 @@ static int read_limits(lua_State *L, const char *path, struct limits *lim,
 			 path, luaL_typename(L, -1));
 		return -EINVAL;
 	}
-	if (check_known_keys(L, path, err, errlen) < 0)
+	if (unknown_key(L, is_limit_key, "", path, err, errlen) < 0)
 		return -EINVAL;
 	for (size_t i = 0; i < sizeof limit_fields / sizeof *limit_fields;
 	     i++) {
 		const struct u64_field *f = &limit_fields[i];
 
-		if (read_u64(L, path, "", f->name, f->min, f->max,
-			     (unsigned long long *)((char *)lim + f->offset),
-			     err, errlen) < 0)
+		if (policy_read_u64(
+			    L, path, "", f->name, f->min, f->max,
+			    (unsigned long long *)((char *)lim + f->offset),
+			    err, errlen) < 0)
 			return -EINVAL;
 	}
-	if (read_u64(L, path, "", "max_json_depth", 1, 1000, &depth, err,
-		     errlen) < 0)
+	if (policy_read_u64(L, path, "", "max_json_depth", 1, 1000, &depth, err,
+			    errlen) < 0)
 		return -EINVAL;
 	lim->max_json_depth = (int)depth;
 	return read_fields(L, path, lim, err, errlen);
@@ -313,34 +358,20 @@ static void push_context(lua_State *L, const struct limits_context *ctx)
 int policy_load_limits(const char *dir, const struct limits_context *ctx,
 		       struct limits *out, char *err, size_t errlen)
 {
-	char path[POLICY_PATH_MAX];
+	struct policy p;
 	struct limits lim;
-	lua_State *L = NULL;
 	int rc;
 
 	memset(&lim, 0, sizeof lim);
-	snprintf(path, sizeof path, "%s/limits.lua", dir);
-	rc = sandbox_load(path, &L, err, errlen);
+	rc = policy_open(dir, "limits.lua", &p, err, errlen);
 	if (rc < 0)
-		goto out;
-	rc = -EINVAL;
-	lua_getfield(L, -1, "for_context");
-	if (!lua_isfunction(L, -1)) {
-		snprintf(err, errlen,
-			 "%s: field 'for_context': expected a "
-			 "function, got %s",
-			 path, luaL_typename(L, -1));
-		goto out;
-	}
-	push_context(L, ctx);
-	if (protected_call(L, 1, path, err, errlen) < 0)
-		goto out;
-	if (read_limits(L, path, &lim, err, errlen) < 0)
-		goto out;
-	*out = lim;
-	rc = 0;
-out:
-	if (L)
-		lua_close(L);
+		return rc;
+	push_context(p.L, ctx);
+	rc = policy_call(&p, "for_context", 1, err, errlen);
+	if (rc == 0)
+		rc = read_limits(p.L, p.path, &lim, err, errlen);
+	if (rc == 0)
+		*out = lim;
+	policy_close(&p);
 	return rc;
 }

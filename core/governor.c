@@ -1,0 +1,80 @@
+#include "governor.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+struct governor {
+	struct mem_probe *probe;
+	struct policy policy;
+	struct mem_state state;
+	uint64_t every_msgs;
+	double every_s;
+	uint64_t since; /* messages settled since the last sample */
+	double next_at; /* 0: the first sample is due at once */
+};
+
+
+int governor_open(const char *policy_dir, struct mem_probe *probe,
+		  const struct limits *lim, int prefetch, struct governor **out,
+		  char *err, size_t errlen)
+{
+	struct governor *g = calloc(1, sizeof *g);
+	int rc;
+
+	if (!g)
+		return -ENOMEM;
+	rc = policy_open(policy_dir, "memory.lua", &g->policy, err, errlen);
+	if (rc < 0) {
+		free(g);
+		return rc;
+	}
+	g->probe = probe;
+	g->every_msgs = lim->probe_every_messages;
+	g->every_s = (double)lim->probe_every_seconds;
+	g->state.level = MEM_LEVEL_OK;
+	g->state.prefetch = prefetch;
+	*out = g;
+	return 0;
+}
+
+
+void governor_count(struct governor *g, uint64_t n)
+{
+	g->since += n;
+}
+
+
+int governor_due(const struct governor *g, double now)
+{
+	return g->since >= g->every_msgs || now >= g->next_at;
+}
+
+
+int governor_sample(struct governor *g, double now, struct mem_sample *s,
+		    struct mem_decision *d, char *err, size_t errlen)
+{
+	int rc;
+
+	g->since = 0;
+	g->next_at = now + g->every_s;
+	if (mem_probe_sample(g->probe, s) < 0)
+		return -EIO;
+	rc = mem_policy_decide(&g->policy, s, &g->state, d, err, errlen);
+	if (rc < 0)
+		return rc;
+	g->state.level = d->level;
+	g->state.paused = d->pause;
+	g->state.has_oom = s->has_events;
+	g->state.oom_kill_events = s->oom_kill_events;
+	return 0;
+}
+
+
+void governor_close(struct governor *g)
+{
+	if (!g)
+		return;
+	policy_close(&g->policy);
+	mem_probe_close(g->probe);
+	free(g);
+}
