@@ -1,10 +1,14 @@
 #include "config.h"
 
+#include <amqp.h>
 #include <errno.h>
+#include <libpq-fe.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "log.h"
 
 struct int_setting {
 	const char *name;
@@ -47,6 +51,8 @@ static const struct str_setting str_settings[] = {
 	  offsetof(struct config, metrics_addr) },
 	{ "ALERT_WEBHOOK_URL", "", offsetof(struct config, alert_webhook_url) },
 	{ "LOG_LEVEL", "info", offsetof(struct config, log_level) },
+	{ "MOONRABBIT_PROC_ROOT", "", offsetof(struct config, proc_root) },
+	{ "MOONRABBIT_SYS_ROOT", "", offsetof(struct config, sys_root) },
 };
 
 
@@ -75,8 +81,48 @@ static int parse_int(const struct int_setting *s, int *out, char *err,
 }
 
 
+/* Checks the URLs parse, so a typo stops start-up before anything
+ * connects. The messages show URLs masked: they may carry a password. */
+static int check_urls(const struct config *cfg, char *err, size_t errlen)
+{
+	struct amqp_connection_info info;
+	char masked[512];
+	char *copy = strdup(cfg->amqp_url);
+	char *pq_err = NULL;
+	PQconninfoOption *opts;
+	int ok;
+
+	if (!copy)
+		return -ENOMEM;
+	ok = amqp_parse_url(copy, &info) == AMQP_STATUS_OK;
+	free(copy);
+	if (!ok) {
+		config_mask_url(cfg->amqp_url, masked, sizeof masked);
+		snprintf(err, errlen,
+			 "AMQP_URL=\"%s\" is not usable: write it as "
+			 "amqp://user:password@host:port/vhost",
+			 masked);
+		return -EINVAL;
+	}
+	opts = PQconninfoParse(cfg->database_url, &pq_err);
+	PQconninfoFree(opts);
+	if (!opts) {
+		config_mask_url(cfg->database_url, masked, sizeof masked);
+		snprintf(err, errlen,
+			 "DATABASE_URL=\"%s\" is not usable (%.*s): write it "
+			 "as postgresql://user:password@host:port/database",
+			 masked, pq_err ? (int)strcspn(pq_err, "\n") : 0,
+			 pq_err ? pq_err : "");
+		PQfreemem(pq_err);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+
 int config_load(struct config *cfg, char *err, size_t errlen)
 {
+	enum log_level level;
 	size_t i;
 
 	memset(cfg, 0, sizeof *cfg);
@@ -101,7 +147,40 @@ int config_load(struct config *cfg, char *err, size_t errlen)
 			 cfg->amqp_queue);
 		return -EINVAL;
 	}
-	return 0;
+	if (log_parse_level(cfg->log_level, &level) < 0) {
+		snprintf(err, errlen,
+			 "LOG_LEVEL=\"%s\" is not usable: use error, warn, "
+			 "info or debug",
+			 cfg->log_level);
+		return -EINVAL;
+	}
+	return check_urls(cfg, err, errlen);
+}
+
+
+/* Replaces the value of every password= parameter in s (conninfo
+ * "password=x" or "password='x y'", URL "?password=x") with ***. */
+static void mask_password_params(char *s, size_t cap)
+{
+	static const char key[] = "password=";
+	char *p = s;
+
+	while ((p = strstr(p, key)) != NULL) {
+		char *v = p + sizeof key - 1;
+		char *end = v;
+
+		if (*v == '\'') {
+			end = strchr(v + 1, '\'');
+			end = end ? end + 1 : v + strlen(v);
+		} else {
+			end = v + strcspn(v, " &");
+		}
+		if (strlen(s) - (size_t)(end - v) + 3 >= cap)
+			return;
+		memmove(v + 3, end, strlen(end) + 1);
+		memcpy(v, "***", 3);
+		p = v + 3;
+	}
 }
 
 
@@ -112,11 +191,12 @@ void config_mask_url(const char *url, char *out, size_t outlen)
 	const char *at = strchr(start, '@');
 	const char *colon = NULL;
 
-	if (at)
+	if (scheme && at)
 		colon = memchr(start, ':', (size_t)(at - start));
-	if (!colon) {
+	if (colon)
+		snprintf(out, outlen, "%.*s:***%s", (int)(colon - url), url,
+			 at);
+	else
 		snprintf(out, outlen, "%s", url);
-		return;
-	}
-	snprintf(out, outlen, "%.*s:***%s", (int)(colon - url), url, at);
+	mask_password_params(out, outlen);
 }

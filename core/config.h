@@ -25,6 +25,8 @@ struct config {
 	const char *alert_webhook_url;
 	int shutdown_grace_seconds;
 	const char *log_level;
+	const char *proc_root; /* "" = /proc; tests point at fixtures */
+	const char *sys_root;  /* "" = /sys */
 };
 
 /* Fills cfg from getenv(); strings point into the environment. Returns 0,

@@ -18,6 +18,15 @@ struct db_pool {
 };
 
 
+/* Server notices ("relation already exists, skipping") would reach
+ * stderr as plain text and break the one-JSON-object-per-line log. */
+static void drop_notice(void *arg, const char *message)
+{
+	(void)arg;
+	(void)message;
+}
+
+
 static PGconn *connect_one(const char *url)
 {
 	/* Listed before dbname so that a URL naming its own values wins:
@@ -25,8 +34,11 @@ static PGconn *connect_one(const char *url)
 	static const char *const keys[] = { "application_name",
 					    "connect_timeout", "dbname", NULL };
 	const char *values[] = { "moonrabbit", "10", url, NULL };
+	PGconn *c = PQconnectdbParams(keys, values, 1);
 
-	return PQconnectdbParams(keys, values, 1);
+	if (c)
+		PQsetNoticeProcessor(c, drop_notice, NULL);
+	return c;
 }
 
 

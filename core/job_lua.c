@@ -13,10 +13,12 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "gate.h"
 #include "log.h"
@@ -41,6 +43,7 @@ struct job_state {
 	struct job *job; /* the running job, for logs */
 	double deadline; /* monotonic seconds */
 	int broken;	 /* rebuild before the next job */
+	int hit_cap;	 /* the allocator refused during this job */
 };
 
 struct pgres_box {
@@ -71,8 +74,10 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 		return NULL;
 	}
 	if (js->mem_cap && nsize > old &&
-	    js->mem_used - old + nsize > js->mem_cap)
+	    js->mem_used - old + nsize > js->mem_cap) {
+		js->hit_cap = 1;
 		return NULL;
+	}
 	p = realloc(ptr, nsize);
 	if (p)
 		js->mem_used = js->mem_used - old + nsize;
@@ -100,6 +105,18 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
 	if (js->deadline > 0 && monotonic_now() > js->deadline)
 		luaL_error(L, "job exceeded its time budget of %d ms",
 			   (int)js->env.limits.job_timeout_ms);
+}
+
+
+/* Reached only if Lua raises outside every protected call, which the
+ * host never does on purpose. The process cannot continue safely; exiting
+ * hands the unacked deliveries back to the broker. */
+static int panic(lua_State *L)
+{
+	const char *msg = lua_tostring(L, -1);
+
+	LOG(LOG_ERROR, "lua_panic", LF_S("reason", msg ? msg : "?"));
+	_exit(1);
 }
 
 
@@ -390,6 +407,7 @@ static int build(struct job_state *js, char *err, size_t errlen)
 		snprintf(err, errlen, "failed to create a Lua state");
 		return -ENOMEM;
 	}
+	lua_atpanic(js->L, panic);
 	luaL_openlibs(js->L);
 	if (load_cjson(js, err, errlen) < 0 || load_script(js, err, errlen) < 0)
 		return -EINVAL;
@@ -430,8 +448,9 @@ void job_state_free(struct job_state *js)
 
 
 /* Gives the job's connection back and says what cleaning it took. A
- * transaction the job left open means its work was never committed, so
- * a job that claimed success fails instead: acking it would lose it. */
+ * transaction the job left open or failed means its work was never
+ * committed, so a job that claimed success fails instead: acking it
+ * would lose it. */
 static void release_conn(struct job_state *js, struct job *job)
 {
 	unsigned flags;
@@ -450,11 +469,14 @@ static void release_conn(struct job_state *js, struct job *job)
 		    LF_S("message_id", job->message_id),
 		    LF_B("cancelled", flags & DB_RELEASE_CANCELLED),
 		    LF_B("ok", !(flags & DB_RELEASE_RESET_FAILED)));
-	if ((flags & DB_RELEASE_ROLLBACK_INTRANS) &&
+	if ((flags &
+	     (DB_RELEASE_ROLLBACK_INTRANS | DB_RELEASE_ROLLBACK_INERROR)) &&
 	    job->outcome == OUTCOME_OK) {
 		job->outcome = OUTCOME_JOB_ERROR;
 		snprintf(job->reason, sizeof job->reason,
-			 "job returned with its transaction open; rolled back");
+			 "job returned with its transaction %s; rolled back",
+			 flags & DB_RELEASE_ROLLBACK_INTRANS ? "open"
+							     : "failed");
 	}
 }
 
@@ -576,6 +598,20 @@ static void log_field_warning(const struct job_state *js, const struct job *job,
 }
 
 
+/* After a large body the state's garbage and glibc's freed chunks are
+ * both sizeable; collecting and trimming now returns them to the kernel
+ * instead of leaving the peak as the new floor. */
+static void trim_after_large(struct job_state *js, size_t body_len)
+{
+	uint64_t threshold = js->env.limits.trim_after_bytes;
+
+	if (!threshold || body_len <= threshold)
+		return;
+	lua_gc(js->L, LUA_GCCOLLECT, 0);
+	malloc_trim(0);
+}
+
+
 static void rebuild_if_broken(struct job_state *js)
 {
 	char err[512];
@@ -624,7 +660,13 @@ void job_state_run(struct job_state *js, struct job *job)
 	lua_settop(js->L, 0);
 	release_conn(js, job);
 	js->job = NULL;
+	/* A script that caught its out-of-memory error still holds what it
+	 * grew; only a fresh state lets the next job start clean. */
+	if (js->hit_cap)
+		js->broken = 1;
+	js->hit_cap = 0;
 	rebuild_if_broken(js);
+	trim_after_large(js, job->body_len);
 out:
 	free(job->body);
 	job->body = NULL;

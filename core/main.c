@@ -6,20 +6,25 @@
  * the broker: no delivery arrives before there is a thread to run it.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "consumer.h"
 #include "db_pool.h"
+#include "governor.h"
 #include "job_lua.h"
 #include "log.h"
+#include "mem_probe.h"
 #include "policy.h"
 #include "pool.h"
 
-#define EXIT_CONFIG 2
+#define EXIT_CONFIG  2
+#define EXIT_RECYCLE 3
 /* A job waits this long for a database connection before failing. */
 #define DB_WAIT_MS 30000
 
@@ -29,11 +34,15 @@ struct app {
 	struct config cfg;
 	struct limits limits;
 	struct db_pool *db;
+	struct mem_probe *probe; /* owned until the governor takes it */
+	struct governor *governor;
+	uint64_t memory_limit;
 	struct job_state **states;
 	int nstates;
 	struct pool *pool;
 	int drain;
 	int check_only;
+	int abandoned; /* jobs still running when the grace ended */
 };
 
 
@@ -80,24 +89,80 @@ static int parse_args(struct app *app, int argc, char **argv)
 }
 
 
+/* Opens the memory probe and takes one sample for the limit that
+ * limits.lua sizes the Lua ceiling from. */
+static int open_probe(struct app *app, char *err, size_t errlen)
+{
+	struct mem_sample s;
+	char warn[256] = "";
+
+	if (mem_probe_open(app->cfg.proc_root, app->cfg.sys_root,
+			   getenv("DOCKER_MEMORY_LIMIT"), &app->probe, warn,
+			   sizeof warn, err, errlen) < 0)
+		return -EINVAL;
+	if (warn[0])
+		LOG(LOG_WARN, "memory_limit_override_ignored",
+		    LF_S("reason", warn));
+	if (mem_probe_sample(app->probe, &s) == 0) {
+		app->memory_limit = s.limit_bytes;
+		LOG(LOG_INFO, "memory_limit", LF_U("limit", s.limit_bytes),
+		    LF_S("source", mem_source_name(s.limit_source)),
+		    LF_S("file", s.limit_file),
+		    LF_I("cgroup_version", s.cgroup_version));
+	}
+	return 0;
+}
+
+
+/* glibc sizes its arena count from the host's cores (8 per core), not
+ * the container's, and every arena keeps its own high-water mark. One
+ * arena per worker thread plus the loop's avoids lock contention while
+ * bounding that waste; an operator's MALLOC_ARENA_MAX wins. Must run
+ * before any thread starts. */
+static void cap_arenas(int concurrency)
+{
+	if (!getenv("MALLOC_ARENA_MAX"))
+		mallopt(M_ARENA_MAX, concurrency + 1);
+}
+
+
+/* Loads the job script once in a state of its own, so a missing file or
+ * a syntax error stops start-up before anything connects. */
+static int check_job_script(struct app *app, char *err, size_t errlen)
+{
+	struct job_env env = {
+		.script_path = app->cfg.job_script,
+		.limits = app->limits,
+	};
+	struct job_state *js = NULL;
+	char why[768];
+
+	if (job_state_new(&env, &js, why, sizeof why) < 0) {
+		snprintf(err, errlen, "JOB_SCRIPT=\"%s\" is not usable: %s",
+			 app->cfg.job_script, why);
+		return -EINVAL;
+	}
+	job_state_free(js);
+	return 0;
+}
+
+
 static int load_settings(struct app *app)
 {
 	struct limits_context ctx = { 0 };
 	char err[1024];
 
-	if (config_load(&app->cfg, err, sizeof err) < 0 ||
-	    log_parse_level(app->cfg.log_level, &log_threshold) < 0) {
-		if (!err[0] || app->cfg.log_level)
-			snprintf(err, sizeof err,
-				 "LOG_LEVEL=\"%s\" is not "
-				 "usable: use error, warn, info or debug",
-				 app->cfg.log_level);
+	if (config_load(&app->cfg, err, sizeof err) < 0)
 		goto fail;
-	}
+	log_parse_level(app->cfg.log_level, &log_threshold);
+	if (open_probe(app, err, sizeof err) < 0)
+		goto fail;
+	ctx.memory_limit_bytes = app->memory_limit;
 	ctx.concurrency = app->cfg.concurrency;
 	ctx.prefetch = app->cfg.prefetch;
 	if (policy_load_limits(app->cfg.policy_dir, &ctx, &app->limits, err,
-			       sizeof err) < 0)
+			       sizeof err) < 0 ||
+	    check_job_script(app, err, sizeof err) < 0)
 		goto fail;
 	return 0;
 fail:
@@ -167,7 +232,8 @@ static void log_summary(const struct consumer_summary *s)
 	    LF_U("invalid_message", s->counts[OUTCOME_INVALID_MESSAGE]),
 	    LF_U("job_error", s->counts[OUTCOME_JOB_ERROR]),
 	    LF_U("shutdown", s->counts[OUTCOME_SHUTDOWN]),
-	    LF_U("bytes_in", s->bytes_in), LF_D("seconds", s->seconds),
+	    LF_U("bytes_in", s->bytes_in), LF_U("pauses", s->pauses),
+	    LF_B("recycled", s->recycled), LF_D("seconds", s->seconds),
 	    LF_D("msgs_per_s",
 		 s->seconds > 0 ? (double)total / s->seconds : 0.0),
 	    LF_I("peak_rss_kb", s->peak_rss_kb));
@@ -177,6 +243,8 @@ static void log_summary(const struct consumer_summary *s)
 static void teardown(struct app *app)
 {
 	pool_stop(app->pool);
+	governor_close(app->governor);
+	mem_probe_close(app->probe);
 	for (int i = 0; i < app->nstates; i++)
 		job_state_free(app->states[i]);
 	free(app->states);
@@ -206,15 +274,25 @@ static int run(struct app *app)
 	}
 	if (start_workers(app) < 0)
 		return 1;
+	if (governor_open(app->cfg.policy_dir, app->probe, &app->limits,
+			  app->cfg.prefetch, &app->governor, err,
+			  sizeof err) < 0) {
+		LOG(LOG_ERROR, "config_error", LF_S("reason", err));
+		fprintf(stderr, "moonrabbit: configuration error: %s\n", err);
+		return EXIT_CONFIG;
+	}
+	app->probe = NULL;
 	install_signals();
 	opts.pool = app->pool;
+	opts.governor = app->governor;
 	rc = consumer_run(&opts, &sum, err, sizeof err);
 	log_summary(&sum);
+	app->abandoned = sum.abandoned;
 	if (rc < 0) {
 		LOG(LOG_ERROR, "consumer_failed", LF_S("reason", err));
 		return 1;
 	}
-	return 0;
+	return sum.recycled ? EXIT_RECYCLE : 0;
 }
 
 
@@ -226,16 +304,29 @@ int main(int argc, char **argv)
 	memset(&app, 0, sizeof app);
 	if (parse_args(&app, argc, argv) < 0)
 		return EXIT_CONFIG;
-	if (load_settings(&app) < 0)
+	if (load_settings(&app) < 0) {
+		mem_probe_close(app.probe);
 		return EXIT_CONFIG;
+	}
+	cap_arenas(app.cfg.concurrency);
 	if (app.check_only) {
 		printf("configuration ok: max_message_bytes=%llu "
 		       "concurrency=%d prefetch=%d\n",
 		       (unsigned long long)app.limits.max_message_bytes,
 		       app.cfg.concurrency, app.cfg.prefetch);
+		mem_probe_close(app.probe);
 		return 0;
 	}
 	rc = run(&app);
+	/* Jobs past the grace period are not waited for: their deliveries
+	 * went back to the broker when the connection closed, and a worker
+	 * that outstays its grace is killed by the orchestrator anyway. */
+	if (app.abandoned) {
+		LOG(LOG_WARN, "exit_with_jobs_running",
+		    LF_I("jobs", app.abandoned));
+		fflush(stdout);
+		_exit(rc);
+	}
 	teardown(&app);
 	return rc;
 }
