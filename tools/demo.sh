@@ -26,10 +26,10 @@ export AMQP_URL DATABASE_URL
 # A rerun starts from an empty dead-letter queue, so the counts below are
 # this run's; the table keeps its rows (a rerun updates them).
 "$mrctl" purge "$AMQP_QUEUE.dlq" >/dev/null 2>&1 || true
-echo "publishing $(wc -l <"$CORPUS") messages from $CORPUS to $AMQP_QUEUE"
+echo "publishing $(grep -c . "$CORPUS") messages from $CORPUS to $AMQP_QUEUE"
 "$mrctl" publish-jsonl "$CORPUS"
 
-log=$REPO/var/demo.log
+log=${MOONRABBIT_VAR:-$REPO/var}/demo.log
 echo "running moonrabbit --drain (log: $log)"
 rc=0
 build/moonrabbit --drain >"$log" || rc=$?
@@ -41,7 +41,8 @@ echo "moonrabbit exited with $rc"
 printf 'delivered:      %s messages in %s s (%s msg/s), peak RSS %s KiB\n' \
   "$(field messages)" "$(field seconds)" "$(field msgs_per_s)" \
   "$(field peak_rss_kb)"
-printf 'stored (ok):    %s; rows in conversation_stats: %s\n' "$(field ok)" \
+printf 'stored (ok):    %s; rows in conversation_stats (all runs): %s\n' \
+  "$(field ok)" \
   "$(psql "$DATABASE_URL" -qAtc 'SELECT count(*) FROM conversation_stats')"
 printf 'dead-lettered:  %s in %s\n' \
   "$("$mrctl" depth "$AMQP_QUEUE.dlq" | awk '{print $2}')" "$AMQP_QUEUE.dlq"

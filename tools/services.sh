@@ -350,6 +350,9 @@ cmd_start() {
   local t0=$SECONDS
 
   make_var_absolute
+  # Checked first, so a folder postgres cannot enter fails before a broker
+  # is left running on ports the next attempt would need.
+  external DATABASE_URL || pg_check_access
   if external AMQP_URL; then
     say "rabbitmq: AMQP_URL is set, using that server; not starting one"
   else

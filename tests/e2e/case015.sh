@@ -6,16 +6,11 @@
 export JOB_SCRIPT=$REPO/tests/e2e/jobs/case015.lua
 export DB_POOL_SIZE=1 WORKER_CONCURRENCY_PER_WORKER=1
 
-publish() {
-  echo "{\"op\":\"$1\"}" >"$WORK/body"
-  "$MRCTL" publish "$WORK/body" --message-id "$2" >/dev/null
-}
-
-publish dup m1-dup
-publish open m2-open
-publish read m3-read
-publish kill m4-kill
-publish read m5-read
+publish_op dup m1-dup
+publish_op open m2-open
+publish_op read m3-read
+publish_op kill m4-kill
+publish_op read m5-read
 rc=$(run_worker "$WORK/run.log")
 log=$WORK/run.log
 check "worker exits 0" 0 "$rc"
@@ -50,17 +45,17 @@ wait_reads() {
   done
   return 1
 }
-publish read b1
+publish_op read b1
 check_true "first idle-phase read done" wait_reads 1
 TEST_DB_NAME=${DATABASE_URL##*/}
 psql "$DATABASE_URL_ADMIN" -qAtc "SELECT pg_terminate_backend(pid)
   FROM pg_stat_activity WHERE application_name = 'moonrabbit'
   AND datname = '$TEST_DB_NAME'" >/dev/null
 sleep 0.5
-publish read b2
+publish_op read b2
 check_true "read after an idle kill succeeds" wait_reads 2
 fds_before=$(ls "/proc/$worker/fd" | wc -l)
-for i in $(seq 1 100); do publish read "c$i"; done
+for i in $(seq 1 100); do publish_op read "c$i"; done
 check_true "100 more reads done" wait_reads 102
 fds_after=$(ls "/proc/$worker/fd" | wc -l)
 check "descriptors stable over 100 jobs" "$fds_before" "$fds_after"

@@ -107,3 +107,24 @@ dlq_ids() {
 depth() {
   "$MRCTL" depth "$1" | awk '{print $2}'
 }
+
+
+# policy_copy DIR 'sed expression' ...: a copy of policies/ with edits, the
+# way an operator changes a limit.
+policy_copy() {
+  local dir=$1
+  shift
+  mkdir -p "$dir"
+  cp "$REPO"/policies/*.lua "$dir"/
+  local expr
+  for expr in "$@"; do
+    sed -i "$expr" "$dir"/*.lua
+  done
+}
+
+
+# publish_op OP ID: a {"op": OP} message with that id.
+publish_op() {
+  echo "{\"op\":\"$1\"}" >"$WORK/op-body"
+  "$MRCTL" publish "$WORK/op-body" --message-id "$2" >/dev/null
+}
