@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "ack_window.h"
 #include "broker.h"
 #include "gate.h"
 #include "job.h"
@@ -33,6 +34,7 @@ struct consumer {
 	struct broker_names names;
 	amqp_bytes_t consumer_tag;
 	struct consumer_summary *sum;
+	struct ack_window acks;
 	double first_delivery;
 	double last_settle;
 	double last_activity;
@@ -89,12 +91,12 @@ static int send_status(struct consumer *c, int rc, const char *what)
 static int settle(struct consumer *c, struct job *job)
 {
 	enum outcome o = job->outcome;
-	int rc;
+	int rc = AMQP_STATUS_OK;
 
-	if (o == OUTCOME_OK)
-		rc = amqp_basic_ack(c->conn, BROKER_CHANNEL, job->delivery_tag,
-				    0);
-	else
+	/* Acks wait for flush_acks(), which sends one multiple ack for the
+	 * settled prefix; a reject goes out at once. */
+	ack_window_settle(&c->acks, job->delivery_tag, o == OUTCOME_OK);
+	if (o != OUTCOME_OK)
 		rc = amqp_basic_reject(c->conn, BROKER_CHANNEL,
 				       job->delivery_tag,
 				       o == OUTCOME_SHUTDOWN);
@@ -120,6 +122,27 @@ static int settle(struct consumer *c, struct job *job)
 }
 
 
+/* Sends the acks the window allows: one multiple ack for the settled
+ * prefix and single acks beyond a job still running. */
+static int flush_acks(struct consumer *c)
+{
+	uint64_t singles[64];
+	uint64_t upto;
+	size_t n;
+	int rc = AMQP_STATUS_OK;
+
+	do {
+		n = ack_window_flush(&c->acks, &upto, singles, 64);
+		if (upto)
+			rc = amqp_basic_ack(c->conn, BROKER_CHANNEL, upto, 1);
+		for (size_t i = 0; i < n && rc == AMQP_STATUS_OK; i++)
+			rc = amqp_basic_ack(c->conn, BROKER_CHANNEL, singles[i],
+					    0);
+	} while (n == 64 && rc == AMQP_STATUS_OK);
+	return send_status(c, rc, "failed to ack deliveries");
+}
+
+
 static int settle_list(struct consumer *c, struct job *list)
 {
 	int rc = 0;
@@ -132,7 +155,7 @@ static int settle_list(struct consumer *c, struct job *list)
 		job_free(list);
 		list = next;
 	}
-	return rc;
+	return rc < 0 ? rc : flush_acks(c);
 }
 
 
@@ -242,6 +265,10 @@ static int on_deliver(struct consumer *c, const amqp_basic_deliver_t *d)
 		return -ENOMEM;
 	job->delivery_tag = d->delivery_tag;
 	job->redelivered = d->redelivered;
+	if (ack_window_open(&c->acks, d->delivery_tag) < 0) {
+		free(job);
+		return -ENOMEM;
+	}
 	if (!c->first_delivery)
 		c->first_delivery = now_s();
 	rc = read_header(c, job, &size);
@@ -603,6 +630,7 @@ int consumer_run(const struct consumer_opts *opts, struct consumer_summary *sum,
 	int rc;
 
 	memset(sum, 0, sizeof *sum);
+	ack_window_init(&c.acks);
 	c.last_activity = now_s();
 	rc = setup(&c);
 	/* The first sample comes before the first delivery, so a worker
@@ -635,5 +663,6 @@ int consumer_run(const struct consumer_opts *opts, struct consumer_summary *sum,
 	 * needs. */
 	broker_close(c.conn);
 	amqp_bytes_free(c.consumer_tag);
+	ack_window_free(&c.acks);
 	return rc;
 }

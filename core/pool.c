@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/eventfd.h>
@@ -34,6 +35,7 @@ struct pool {
 	int active;
 	int in_flight;
 	int stopping;
+	atomic_int signaled; /* the eventfd holds an unread wake-up */
 	int efd;
 	pool_run_fn run;
 	int nthreads;
@@ -108,9 +110,13 @@ static void *worker_main(void *arg)
 		pthread_mutex_lock(&p->lock);
 		p->active--;
 		fifo_push(&p->done, job);
-		/* A full counter cannot happen: the loop reads it down. */
-		if (write(p->efd, &one, sizeof one) < 0)
-			abort();
+		/* One wake-up per batch: while the loop has not collected,
+		 * further jobs join the list without another syscall. */
+		if (!atomic_load(&p->signaled)) {
+			atomic_store(&p->signaled, 1);
+			if (write(p->efd, &one, sizeof one) < 0)
+				abort();
+		}
 	}
 	pthread_mutex_unlock(&p->lock);
 	return NULL;
@@ -172,13 +178,20 @@ static struct job *count_out(struct pool *pool, struct job *list)
 
 struct job *pool_collect(struct pool *pool)
 {
-	uint64_t n;
+	int was = atomic_load(&pool->signaled);
 	struct job *list;
+	uint64_t n;
 
-	if (read(pool->efd, &n, sizeof n) < 0 && errno != EAGAIN)
+	/* The eventfd is read before the list is taken and the flag cleared
+	 * only when it was read: a job pushed in between is either in this
+	 * list or leaves the flag and the eventfd set for the next poll.
+	 * Never a set eventfd with a clear flag, which would spin poll(). */
+	if (was && read(pool->efd, &n, sizeof n) < 0 && errno != EAGAIN)
 		abort();
 	pthread_mutex_lock(&pool->lock);
 	list = count_out(pool, fifo_take_all(&pool->done));
+	if (was)
+		atomic_store(&pool->signaled, 0);
 	pthread_mutex_unlock(&pool->lock);
 	return list;
 }
