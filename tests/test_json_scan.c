@@ -143,10 +143,42 @@ static void test_depth(void)
 }
 
 
+/* The string scanner skips eight bytes at a time; an escape, a quote
+ * or a control byte must be found at every offset within those eight. */
+static void test_every_offset(void)
+{
+	char body[128];
+	static const char head[] = "{\"conversation_log\":\"";
+
+	for (int len = 0; len < 40; len++) {
+		for (int at = 0; at < len; at++) {
+			char text[64];
+
+			memset(text, 'a', (size_t)len);
+			text[len] = '\0';
+			text[at] = '\\';
+			if (at + 1 < len)
+				text[at + 1] = 'n';
+			else
+				text[at] = 'b';
+			snprintf(body, sizeof body, "%s%s\"}", head, text);
+			CHECK_INT(JSON_SCAN_OK, scan(body, 8));
+			CHECK_INT(len + 2, field.value_len);
+
+			memset(text, 'a', (size_t)len);
+			text[at] = '\t';
+			snprintf(body, sizeof body, "%s%s\"}", head, text);
+			CHECK_INT(JSON_SCAN_SYNTAX, scan(body, 8));
+		}
+	}
+}
+
+
 int main(void)
 {
 	test_field_positions();
 	test_invalid();
 	test_depth();
+	test_every_offset();
 	return check_report("test_json_scan");
 }
