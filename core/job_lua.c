@@ -39,12 +39,18 @@ struct job_state {
 	int ref_decode;
 	int ref_encode;
 	int ref_host;
+	int ref_msg_mt;
+	int decode_failed; /* msg.body could not be decoded */
+	char decode_error[128];
 	PGconn *conn;	 /* checked out for the running job */
 	struct job *job; /* the running job, for logs */
 	double deadline; /* monotonic seconds */
 	int broken;	 /* rebuild before the next job */
 	int hit_cap;	 /* the allocator refused during this job */
 };
+
+/* Its address keys the raw body in msg: unreachable from a script. */
+static const char raw_body_key;
 
 struct pgres_box {
 	PGresult *r;
@@ -304,6 +310,37 @@ static int l_json_encode(lua_State *L)
 }
 
 
+/* msg's __index: decodes the raw body kept under a key no script can
+ * name, stores the result as msg.body and drops the raw copy. A body the
+ * decoder refuses fails the job as invalid_json. */
+static int l_msg_index(lua_State *L)
+{
+	struct job_state *js = self(L);
+	const char *key = lua_tostring(L, 2);
+
+	if (!key || strcmp(key, "body") != 0)
+		return 0;
+	lua_rawgetp(L, 1, &raw_body_key);
+	if (lua_isnil(L, -1))
+		return 1;
+	lua_rawgeti(L, LUA_REGISTRYINDEX, js->ref_decode);
+	lua_insert(L, -2);
+	lua_call(L, 1, 2);
+	if (!lua_istable(L, -2)) {
+		snprintf(js->decode_error, sizeof js->decode_error, "%s",
+			 lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
+		js->decode_failed = 1;
+		return luaL_error(L, "invalid_json: %s", js->decode_error);
+	}
+	lua_pop(L, 1);
+	lua_pushvalue(L, -1);
+	lua_setfield(L, 1, "body");
+	lua_pushnil(L);
+	lua_rawsetp(L, 1, &raw_body_key);
+	return 1;
+}
+
+
 static void set_fn(lua_State *L, struct job_state *js, const char *name,
 		   lua_CFunction fn)
 {
@@ -319,6 +356,10 @@ static int make_host(lua_State *L, struct job_state *js)
 	lua_pushcfunction(L, pgres_gc);
 	lua_setfield(L, -2, "__gc");
 	lua_pop(L, 1);
+
+	lua_createtable(L, 0, 1);
+	set_fn(L, js, "__index", l_msg_index);
+	js->ref_msg_mt = luaL_ref(L, LUA_REGISTRYINDEX);
 
 	lua_createtable(L, 0, 4);
 	lua_createtable(L, 0, 1);
@@ -489,24 +530,21 @@ static void set_reason(struct job *job, enum outcome o, const char *msg)
 }
 
 
-/* Pushes msg = {body = <decoded>, properties = {...}}; the body string is
- * made inside Lua and the C copy freed. Returns 0, or fills the outcome. */
+/* Pushes msg = {properties = {...}} whose body is decoded on first use
+ * (a job that never reads msg.body never pays for the decode; the gate
+ * has already validated the JSON). The body string is made inside Lua
+ * and the C copy freed at once. Returns 0. */
 static int push_msg(struct job_state *js, struct job *job)
 {
 	lua_State *L = js->L;
 
 	lua_createtable(L, 0, 2);
-	lua_rawgeti(L, LUA_REGISTRYINDEX, js->ref_decode);
 	lua_pushlstring(L, job->body, job->body_len);
 	free(job->body);
 	job->body = NULL;
-	lua_call(L, 1, 2);
-	if (!lua_istable(L, -2)) {
-		set_reason(job, OUTCOME_INVALID_JSON, lua_tostring(L, -1));
-		return -EINVAL;
-	}
-	lua_pop(L, 1);
-	lua_setfield(L, -2, "body");
+	lua_rawsetp(L, -2, &raw_body_key);
+	lua_rawgeti(L, LUA_REGISTRYINDEX, js->ref_msg_mt);
+	lua_setmetatable(L, -2);
 
 	lua_createtable(L, 0, 4);
 	lua_pushstring(L, job->message_id);
@@ -555,6 +593,11 @@ static void call_handle(struct job_state *js, struct job *job)
 		       (double)js->env.limits.job_timeout_ms / 1000.0;
 	rc = lua_pcall(L, 2, 2, -4);
 	js->deadline = 0;
+	if (js->decode_failed) {
+		js->decode_failed = 0;
+		set_reason(job, OUTCOME_INVALID_JSON, js->decode_error);
+		return;
+	}
 	if (rc == LUA_OK) {
 		read_result(L, job);
 		return;
