@@ -40,6 +40,8 @@ struct job_state {
 	int ref_encode;
 	int ref_host;
 	int ref_msg_mt;
+	int batchable;	   /* the script lets the host own transactions */
+	int keep_body;	   /* a batch may need to run the job again */
 	int decode_failed; /* msg.body could not be decoded */
 	char decode_error[128];
 	PGconn *conn;	 /* checked out for the running job */
@@ -431,7 +433,9 @@ static int load_script(struct job_state *js, char *err, size_t errlen)
 	js->ref_handle = luaL_ref(L, LUA_REGISTRYINDEX);
 	lua_getfield(L, -1, "init");
 	js->ref_init = luaL_ref(L, LUA_REGISTRYINDEX);
-	lua_pop(L, 2);
+	lua_getfield(L, -1, "batchable");
+	js->batchable = lua_toboolean(L, -1);
+	lua_pop(L, 3);
 	return 0;
 }
 
@@ -540,8 +544,10 @@ static int push_msg(struct job_state *js, struct job *job)
 
 	lua_createtable(L, 0, 2);
 	lua_pushlstring(L, job->body, job->body_len);
-	free(job->body);
-	job->body = NULL;
+	if (!js->keep_body) {
+		free(job->body);
+		job->body = NULL;
+	}
 	lua_rawsetp(L, -2, &raw_body_key);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, js->ref_msg_mt);
 	lua_setmetatable(L, -2);
@@ -673,20 +679,28 @@ static void rebuild_if_broken(struct job_state *js)
 }
 
 
-void job_state_run(struct job_state *js, struct job *job)
+int job_state_gate(struct job_state *js, struct job *job)
 {
 	struct gate_report rep;
-	double start = monotonic_now();
-	int rc;
 
 	job->outcome =
 		gate_fields(job->body, job->body_len, &js->env.limits, &rep);
 	if (job->outcome != OUTCOME_OK) {
 		set_reason(job, job->outcome, rep.reason);
-		goto out;
+		free(job->body);
+		job->body = NULL;
+		return -EINVAL;
 	}
 	if (rep.warn_field >= 0)
 		log_field_warning(js, job, &rep);
+	return 0;
+}
+
+
+void job_state_call(struct job_state *js, struct job *job)
+{
+	double start = monotonic_now();
+	int rc;
 
 	js->job = job;
 	lua_pushcfunction(js->L, run_protected);
@@ -701,25 +715,82 @@ void job_state_run(struct job_state *js, struct job *job)
 		set_reason(job, OUTCOME_JOB_ERROR, lua_tostring(js->L, -1));
 	}
 	lua_settop(js->L, 0);
-	release_conn(js, job);
 	js->job = NULL;
+	if (!js->keep_body) {
+		free(job->body);
+		job->body = NULL;
+	}
+	job->run_ms += (monotonic_now() - start) * 1000.0;
+}
+
+
+void job_state_keep_bodies(struct job_state *js, int keep)
+{
+	js->keep_body = keep;
+}
+
+
+void job_state_recover(struct job_state *js)
+{
 	/* A script that caught its out-of-memory error still holds what it
 	 * grew; only a fresh state lets the next job start clean. */
 	if (js->hit_cap)
 		js->broken = 1;
 	js->hit_cap = 0;
 	rebuild_if_broken(js);
-	trim_after_large(js, job->body_len);
-out:
-	free(job->body);
-	job->body = NULL;
-	job->run_ms = (monotonic_now() - start) * 1000.0;
 }
 
 
-void job_state_run_fn(void *ctx, struct job *job)
+void job_state_after(struct job_state *js, struct job *job)
 {
-	job_state_run(ctx, job);
+	release_conn(js, job);
+	job_state_recover(js);
+	trim_after_large(js, job->body_len);
+}
+
+
+void job_state_run(struct job_state *js, struct job *job)
+{
+	if (job_state_gate(js, job) < 0)
+		return;
+	job_state_call(js, job);
+	job_state_after(js, job);
+}
+
+
+int job_state_batchable(const struct job_state *js)
+{
+	return js->batchable && js->env.db;
+}
+
+
+int job_state_exec(struct job_state *js, const char *sql, char *err,
+		   size_t errlen)
+{
+	PGresult *r;
+	int ok;
+
+	if (!js->conn && db_pool_acquire(js->env.db, js->env.db_wait_ms,
+					 &js->conn, err, errlen) < 0) {
+		js->conn = NULL;
+		return -EIO;
+	}
+	r = PQexec(js->conn, sql);
+	ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+	if (!ok)
+		snprintf(err, errlen, "%s: %.*s", sql,
+			 (int)strcspn(PQerrorMessage(js->conn), "\n"),
+			 PQerrorMessage(js->conn));
+	PQclear(r);
+	return ok ? 0 : -EIO;
+}
+
+
+void job_state_release(struct job_state *js)
+{
+	if (js->conn)
+		db_pool_release(js->env.db, js->conn);
+	js->conn = NULL;
 }
 
 

@@ -34,11 +34,43 @@ int job_state_new(const struct job_env *env, struct job_state **out, char *err,
 /* Calls the script's init(host), if it has one. Returns 0 or -EINVAL. */
 int job_state_init(struct job_state *js, char *err, size_t errlen);
 
-/* Runs job and fills job->outcome, job->reason and job->run_ms. */
+/* Runs job and fills job->outcome, job->reason and job->run_ms: the
+ * gate, the script, then giving the connection back clean. */
 void job_state_run(struct job_state *js, struct job *job);
 
-/* A pool_run_fn over job_state_run(). */
-void job_state_run_fn(void *ctx, struct job *job);
+/* ---- the steps of a run, for job_batch.c ---------------------------- */
+
+/* The field gate. Returns 0 when job may run, else -EINVAL with the
+ * outcome set and the body freed. */
+int job_state_gate(struct job_state *js, struct job *job);
+
+/* Runs the script on a gated job. A connection it takes stays checked
+ * out; the body is freed unless job_state_keep_bodies() said keep. */
+void job_state_call(struct job_state *js, struct job *job);
+
+/* Keeps bodies after job_state_call() while keep is set, so a batch
+ * whose commit fails can run its jobs again; the caller frees them. */
+void job_state_keep_bodies(struct job_state *js, int keep);
+
+/* Rebuilds the Lua state if the last job broke it or hit its ceiling. */
+void job_state_recover(struct job_state *js);
+
+/* After job_state_call(): gives the connection back clean (failing a job
+ * that left its transaction open), recovers, trims after a large body. */
+void job_state_after(struct job_state *js, struct job *job);
+
+/* True when the script set batchable = true and a database exists: the
+ * host may then run several of its jobs in one transaction. */
+int job_state_batchable(const struct job_state *js);
+
+/* Runs one command on the state's connection, checking one out first if
+ * needed. Returns 0, or -EIO with the reason in err. */
+int job_state_exec(struct job_state *js, const char *sql, char *err,
+		   size_t errlen);
+
+/* Returns the state's connection to the pool (cleaned) without judging
+ * any job. */
+void job_state_release(struct job_state *js);
 
 void job_state_free(struct job_state *js);
 

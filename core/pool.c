@@ -15,6 +15,9 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+/* The most jobs one thread takes at once. */
+#define POOL_BATCH_MAX 32
+
 struct fifo {
 	struct job *head;
 	struct job *tail;
@@ -38,6 +41,7 @@ struct pool {
 	atomic_int signaled; /* the eventfd holds an unread wake-up */
 	int efd;
 	pool_run_fn run;
+	int batch_max;
 	int nthreads;
 	struct worker *workers;
 };
@@ -86,30 +90,47 @@ static struct job *fifo_take_all(struct fifo *f)
 }
 
 
+/* Takes this thread's share of the queue into jobs; returns how many. */
+static int take_share(struct pool *p, struct job **jobs)
+{
+	int share = (p->nqueued + p->nthreads - 1) / p->nthreads;
+	int n = 0;
+
+	if (share > p->batch_max)
+		share = p->batch_max;
+	while (n < share && p->queued.head) {
+		jobs[n++] = fifo_pop(&p->queued);
+		p->nqueued--;
+	}
+	return n;
+}
+
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct pool *p = w->pool;
+	struct job *jobs[POOL_BATCH_MAX];
 	uint64_t one = 1;
 
 	pthread_mutex_lock(&p->lock);
 	for (;;) {
-		struct job *job;
+		int n;
 
 		while (!p->queued.head && !p->stopping)
 			pthread_cond_wait(&p->work, &p->lock);
 		if (p->stopping)
 			break;
-		job = fifo_pop(&p->queued);
-		p->nqueued--;
-		p->active++;
+		n = take_share(p, jobs);
+		p->active += n;
 		pthread_mutex_unlock(&p->lock);
 
-		p->run(w->ctx, job);
+		p->run(w->ctx, jobs, n);
 
 		pthread_mutex_lock(&p->lock);
-		p->active--;
-		fifo_push(&p->done, job);
+		p->active -= n;
+		for (int i = 0; i < n; i++)
+			fifo_push(&p->done, jobs[i]);
 		/* One wake-up per batch: while the loop has not collected,
 		 * further jobs join the list without another syscall. */
 		if (!atomic_load(&p->signaled)) {
@@ -123,7 +144,8 @@ static void *worker_main(void *arg)
 }
 
 
-int pool_start(int nthreads, pool_run_fn run, void **ctxs, struct pool **out)
+int pool_start(int nthreads, int batch_max, pool_run_fn run, void **ctxs,
+	       struct pool **out)
 {
 	struct pool *p = calloc(1, sizeof *p);
 	int rc = -ENOMEM;
@@ -133,6 +155,9 @@ int pool_start(int nthreads, pool_run_fn run, void **ctxs, struct pool **out)
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->work, NULL);
 	p->run = run;
+	p->batch_max = batch_max;
+	if (p->batch_max < 1 || p->batch_max > POOL_BATCH_MAX)
+		p->batch_max = POOL_BATCH_MAX;
 	p->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	p->workers = calloc((size_t)nthreads, sizeof *p->workers);
 	if (p->efd < 0 || !p->workers)

@@ -12,11 +12,15 @@
 
 struct pool;
 
-/* Runs one job on a worker thread with that thread's ctx. */
-typedef void (*pool_run_fn)(void *ctx, struct job *job);
+/* Runs n (1 .. batch_max) jobs on a worker thread with that thread's
+ * ctx, filling each job's outcome. */
+typedef void (*pool_run_fn)(void *ctx, struct job **jobs, int n);
 
-/* Starts nthreads threads; thread i gets ctxs[i]. */
-int pool_start(int nthreads, pool_run_fn run, void **ctxs, struct pool **out);
+/* Starts nthreads threads; thread i gets ctxs[i]. A thread takes up to
+ * batch_max queued jobs at once, but no more than its share of the queue,
+ * so one thread never starves the others. */
+int pool_start(int nthreads, int batch_max, pool_run_fn run, void **ctxs,
+	       struct pool **out);
 
 /* Queues job for a worker; the pool owns it until pool_collect(). */
 void pool_submit(struct pool *pool, struct job *job);

@@ -525,6 +525,10 @@ end
 return {
   init = init,
   handle = handle,
+  -- The job runs one upsert and never opens or ends a transaction, so
+  -- the host may put several messages in one transaction, each in a
+  -- savepoint, and commit them together before acking any.
+  batchable = true,
   analyze = analyze,
   tokenize = tokenize,
   count_words = count_words,

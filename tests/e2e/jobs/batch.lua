@@ -1,0 +1,27 @@
+-- A batchable job: inserts one row per message, and for some messages
+-- fails after its insert, so the test can see that a failure is rolled
+-- back alone while its batch-mates commit.
+
+local function init(host)
+  -- k is checked only at COMMIT, so two messages of one batch that share
+  -- a k make the whole transaction fail there.
+  host.db.query([[CREATE TABLE IF NOT EXISTS b (id text PRIMARY KEY,
+    k text UNIQUE DEFERRABLE INITIALLY DEFERRED)]])
+end
+
+
+local function handle(msg, host)
+  local body = msg.body
+  host.db.query("INSERT INTO b (id, k) VALUES ($1, $2)", body.id, body.k)
+  if body.fail == "raise" then
+    error("failing on purpose after the insert")
+  elseif body.fail == "refuse" then
+    return false, "refused on purpose after the insert"
+  elseif body.fail == "dup" then
+    host.db.query("INSERT INTO b (id) VALUES ($1)", body.id)
+  end
+  return true
+end
+
+
+return { init = init, handle = handle, batchable = true }
