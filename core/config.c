@@ -22,6 +22,10 @@ struct int_setting {
  * far more likely a typo than a plan. config.lua judges the sane ones. */
 static const struct int_setting int_settings[] = {
 	{ "AMQP_PREFETCH", 16, 1, 65535, offsetof(struct config, prefetch) },
+	/* Zero would turn heartbeats off, and a half-open connection would
+	 * then look like an idle queue forever (case 004). */
+	{ "AMQP_HEARTBEAT_SECONDS", 30, 5, 600,
+	  offsetof(struct config, heartbeat_seconds) },
 	{ "WORKER_CONCURRENCY_PER_WORKER", 8, 1, 256,
 	  offsetof(struct config, concurrency) },
 	{ "DB_POOL_SIZE", 8, 1, 1000, offsetof(struct config, db_pool_size) },

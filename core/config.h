@@ -14,6 +14,7 @@ struct config {
 	const char *amqp_url;
 	const char *amqp_queue;
 	int prefetch;
+	int heartbeat_seconds;
 	const char *database_url;
 	int concurrency;
 	int db_pool_size;

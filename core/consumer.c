@@ -8,6 +8,7 @@
 #include <malloc.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ack_window.h"
 #include "broker.h"
@@ -15,15 +16,17 @@
 #include "job.h"
 #include "log.h"
 
-/* The heartbeat lets both sides notice a dead peer within about two
- * intervals; 30 s is RabbitMQ's own suggestion for busy consumers. */
-#define HEARTBEAT_S 30
 /* The loop wakes at least this often to send heartbeats and to check for
  * a stop or an empty queue. */
 #define TICK_MS 100
 /* Header and body frames follow a delivery at once; waiting longer than
  * this for one means the connection is gone. */
 #define FRAME_WAIT_S 30
+/* Reconnect backoff: from half a second, doubling, to half a minute. */
+#define RECONNECT_MIN_S 0.5
+#define RECONNECT_MAX_S 30.0
+/* A drain run (batch, cron) gives up on a broker gone this long. */
+#define RECONNECT_GIVE_UP_S 60.0
 /* In drain mode, quiet this long with nothing in flight before asking the
  * broker whether the queue is empty. */
 #define DRAIN_QUIET_S 0.3
@@ -35,6 +38,7 @@ struct consumer {
 	amqp_bytes_t consumer_tag;
 	struct consumer_summary *sum;
 	struct ack_window acks;
+	unsigned generation; /* bumped at each new connection */
 	double first_delivery;
 	double last_settle;
 	double last_activity;
@@ -93,6 +97,15 @@ static int settle(struct consumer *c, struct job *job)
 	enum outcome o = job->outcome;
 	int rc = AMQP_STATUS_OK;
 
+	/* A tag from a connection that died means nothing on this one; the
+	 * broker has already handed that delivery back, and will deliver it
+	 * again (redelivered), so it is neither settled nor counted here. */
+	if (job->generation != c->generation || !c->conn) {
+		LOG(LOG_INFO, "stale_delivery_dropped",
+		    LF_S("message_id", job->message_id),
+		    LF_S("outcome", outcome_name(o)));
+		return 0;
+	}
 	/* Acks wait for flush_acks(), which sends one multiple ack for the
 	 * settled prefix; a reject goes out at once. */
 	ack_window_settle(&c->acks, job->delivery_tag, o == OUTCOME_OK);
@@ -131,6 +144,8 @@ static int flush_acks(struct consumer *c)
 	size_t n;
 	int rc = AMQP_STATUS_OK;
 
+	if (!c->conn)
+		return 0;
 	do {
 		n = ack_window_flush(&c->acks, &upto, singles, 64);
 		if (upto)
@@ -264,6 +279,7 @@ static int on_deliver(struct consumer *c, const amqp_basic_deliver_t *d)
 	if (!job)
 		return -ENOMEM;
 	job->delivery_tag = d->delivery_tag;
+	job->generation = c->generation;
 	job->redelivered = d->redelivered;
 	if (ack_window_open(&c->acks, d->delivery_tag) < 0) {
 		free(job);
@@ -356,6 +372,10 @@ static int set_prefetch(struct consumer *c, int prefetch)
 {
 	amqp_rpc_reply_t r;
 
+	if (!c->conn) {
+		c->prefetch = prefetch; /* applied at the next connection */
+		return 0;
+	}
 	amqp_basic_qos(c->conn, BROKER_CHANNEL, 0, (uint16_t)prefetch, 0);
 	r = amqp_get_rpc_reply(c->conn);
 	if (r.reply_type != AMQP_RESPONSE_NORMAL)
@@ -369,6 +389,9 @@ static int set_prefetch(struct consumer *c, int prefetch)
 static int start_consuming(struct consumer *c)
 {
 	amqp_basic_consume_ok_t *ok;
+
+	if (!c->conn)
+		return 0;
 	amqp_rpc_reply_t r;
 
 	ok = amqp_basic_consume(c->conn, BROKER_CHANNEL,
@@ -391,6 +414,11 @@ static int stop_consuming(struct consumer *c)
 
 	if (!c->consumer_tag.bytes)
 		return 0;
+	if (!c->conn) {
+		amqp_bytes_free(c->consumer_tag);
+		c->consumer_tag = amqp_empty_bytes;
+		return 0;
+	}
 	amqp_basic_cancel(c->conn, BROKER_CHANNEL, c->consumer_tag);
 	amqp_bytes_free(c->consumer_tag);
 	c->consumer_tag = amqp_empty_bytes;
@@ -408,14 +436,14 @@ static int setup(struct consumer *c)
 	int rc;
 
 	broker_names_for(cfg->amqp_queue, &c->names);
-	rc = broker_connect(cfg->amqp_url, HEARTBEAT_S, &c->conn, c->err,
-			    c->errlen);
+	rc = broker_connect(cfg->amqp_url, cfg->heartbeat_seconds, &c->conn,
+			    c->err, c->errlen);
 	if (rc < 0)
 		return rc;
 	rc = broker_declare(c->conn, &c->names, c->err, c->errlen);
 	if (rc < 0)
 		return rc;
-	return set_prefetch(c, cfg->prefetch);
+	return set_prefetch(c, c->prefetch ? c->prefetch : cfg->prefetch);
 }
 
 
@@ -493,6 +521,8 @@ static int apply_pause(struct consumer *c, int pause)
 	if (pause == c->paused || c->stopping)
 		return 0;
 	c->paused = pause;
+	if (!c->conn)
+		return 0; /* the next connection starts paused or not */
 	if (pause) {
 		c->sum->pauses++;
 		LOG(LOG_WARN, "intake_paused", LF_S("queue", c->names.queue),
@@ -547,7 +577,7 @@ static int drained(struct consumer *c)
 {
 	amqp_queue_declare_ok_t *ok;
 
-	if (pool_in_flight(c->o->pool) ||
+	if (!c->conn || pool_in_flight(c->o->pool) ||
 	    now_s() - c->last_activity < DRAIN_QUIET_S)
 		return 0;
 	ok = amqp_queue_declare(c->conn, BROKER_CHANNEL,
@@ -621,6 +651,112 @@ static void summarize(struct consumer *c)
 }
 
 
+/* Forgets a connection that failed, without the closing handshake: a
+ * dead peer would only make it wait for the RPC timeout. Unacked
+ * deliveries go back to the broker, which redelivers them. */
+static void session_drop(struct consumer *c)
+{
+	if (c->conn)
+		amqp_destroy_connection(c->conn);
+	c->conn = NULL;
+	amqp_bytes_free(c->consumer_tag);
+	c->consumer_tag = amqp_empty_bytes;
+}
+
+
+/* Opens a connection, declares, sets prefetch and consumes unless paused
+ * or stopping. On failure the half-built connection is destroyed. */
+static int session_open(struct consumer *c)
+{
+	char masked[512];
+	int rc = setup(c);
+
+	if (rc == 0) {
+		ack_window_reset(&c->acks);
+		c->generation++;
+		if (c->generation == 1)
+			rc = govern(c, 1); /* before the first delivery */
+	}
+	if (rc == 0 && !c->paused && !c->stopping)
+		rc = start_consuming(c);
+	if (rc < 0) {
+		session_drop(c);
+		return rc;
+	}
+	config_mask_url(c->o->cfg->amqp_url, masked, sizeof masked);
+	LOG(LOG_INFO, "consuming", LF_S("queue", c->names.queue),
+	    LF_S("amqp", masked), LF_I("prefetch", c->prefetch),
+	    LF_I("concurrency", c->o->cfg->concurrency),
+	    LF_B("paused", c->paused), LF_B("drain", c->o->drain));
+	return 0;
+}
+
+
+/* Sleeps up to seconds, settling (dropping) jobs that finish meanwhile;
+ * returns early when a stop is asked for. */
+static void backoff_sleep(struct consumer *c, double seconds)
+{
+	double until = now_s() + seconds;
+	struct pollfd pfd = { .fd = pool_event_fd(c->o->pool),
+			      .events = POLLIN };
+
+	while (!*c->o->stop && now_s() < until) {
+		poll(&pfd, 1, TICK_MS);
+		settle_list(c, pool_collect(c->o->pool));
+	}
+}
+
+
+/* Connects until it works: capped exponential backoff with jitter, so a
+ * fleet of workers does not reconnect in lockstep after a broker
+ * restart. Returns 0, 1 when a stop was asked for, or -EIO when drain mode
+ * has waited RECONNECT_GIVE_UP_S. */
+static int reconnect(struct consumer *c)
+{
+	double delay = RECONNECT_MIN_S, started = now_s();
+	int attempt = 0;
+
+	for (;;) {
+		int rc;
+
+		if (*c->o->stop)
+			return 1;
+		rc = session_open(c);
+		attempt++;
+		if (rc == 0) {
+			if (c->generation > 1) {
+				c->sum->reconnects++;
+				LOG(LOG_INFO, "broker_reconnected",
+				    LF_I("attempts", attempt));
+			}
+			return 0;
+		}
+		LOG(LOG_WARN, "broker_connect_failed", LF_S("reason", c->err),
+		    LF_I("attempt", attempt), LF_D("retry_in_s", delay));
+		if (c->o->drain && now_s() - started > RECONNECT_GIVE_UP_S)
+			return -EIO;
+		backoff_sleep(c, delay * (0.8 + 0.4 * drand48()));
+		delay = delay * 2 > RECONNECT_MAX_S ? RECONNECT_MAX_S
+						    : delay * 2;
+	}
+}
+
+
+/* Runs the loop on the current connection until it ends (1), or the
+ * connection fails (negative). */
+static int run_session(struct consumer *c)
+{
+	int rc = 0;
+
+	while (rc == 0) {
+		rc = should_end(c);
+		if (rc == 0)
+			rc = turn(c);
+	}
+	return rc;
+}
+
+
 int consumer_run(const struct consumer_opts *opts, struct consumer_summary *sum,
 		 char *err, size_t errlen)
 {
@@ -632,26 +768,17 @@ int consumer_run(const struct consumer_opts *opts, struct consumer_summary *sum,
 	memset(sum, 0, sizeof *sum);
 	ack_window_init(&c.acks);
 	c.last_activity = now_s();
-	rc = setup(&c);
-	/* The first sample comes before the first delivery, so a worker
-	 * started under pressure does not take a full prefetch first. */
-	if (rc == 0)
-		rc = govern(&c, 1);
-	if (rc == 0 && !c.paused && !c.stopping)
-		rc = start_consuming(&c);
-	if (rc == 0) {
-		char masked[512];
-
-		config_mask_url(opts->cfg->amqp_url, masked, sizeof masked);
-		LOG(LOG_INFO, "consuming", LF_S("queue", c.names.queue),
-		    LF_S("amqp", masked), LF_I("prefetch", opts->cfg->prefetch),
-		    LF_I("concurrency", opts->cfg->concurrency),
-		    LF_B("drain", opts->drain));
-	}
-	while (rc == 0) {
-		rc = should_end(&c);
-		if (rc == 0)
-			rc = turn(&c);
+	srand48((long)now_s() ^ (long)getpid());
+	for (;;) {
+		rc = c.conn ? 0 : reconnect(&c);
+		if (rc != 0)
+			break;
+		rc = run_session(&c);
+		if (rc > 0 || c.stopping)
+			break;
+		LOG(LOG_WARN, "broker_connection_lost", LF_S("reason", err),
+		    LF_I("in_flight", pool_in_flight(opts->pool)));
+		session_drop(&c);
 	}
 	if (rc > 0)
 		rc = 0;

@@ -35,6 +35,7 @@ struct consumer_summary {
 	long peak_rss_kb;
 	uint64_t pauses;
 	int recycled;  /* stopped because memory.lua said so */
+	uint64_t reconnects;
 	int abandoned; /* jobs still running at the end */
 };
 

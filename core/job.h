@@ -20,6 +20,7 @@
 struct job {
 	struct job *next;
 	uint64_t delivery_tag;
+	unsigned generation;	/* the connection the tag belongs to */
 	int redelivered;
 	char message_id[JOB_ID_MAX];
 	char content_type[64];

@@ -6,6 +6,7 @@
 #
 #   tools/services.sh start    start both (no-op for what already runs)
 #   tools/services.sh stop     stop what this folder's pid files name
+#   (start and stop take an optional rabbitmq or postgresql)
 #   tools/services.sh status   one line per service; exit 3 if one is down
 #   tools/services.sh env      export lines for AMQP_URL and DATABASE_URL
 #   tools/services.sh ctl ...  rabbitmqctl against the private node
@@ -20,13 +21,17 @@ START_TIMEOUT=${MOONRABBIT_START_TIMEOUT:-120}
 
 # Ports sit far from the defaults (5672, 4369, 25672, 5432) so a system
 # broker or cluster on the same machine never collides with these.
-AMQP_PORT=56720
-DIST_PORT=56730
-CTL_DIST_MIN=56731
-CTL_DIST_MAX=56739
-EPMD_PORT=43690
-PG_PORT=55432
+# MOONRABBIT_PORT_OFFSET moves every port at once, so a test can run a
+# second pair of services (which it may stop and start) beside the first.
+OFFSET=${MOONRABBIT_PORT_OFFSET:-0}
+AMQP_PORT=$((56720 + OFFSET))
+DIST_PORT=$((56730 + OFFSET))
+CTL_DIST_MIN=$((56731 + OFFSET))
+CTL_DIST_MAX=$((56739 + OFFSET))
+EPMD_PORT=$((43690 + OFFSET))
+PG_PORT=$((55432 + OFFSET))
 NODE=moonrabbit@localhost
+[ "$OFFSET" = 0 ] || NODE=moonrabbit$OFFSET@localhost
 
 OUR_AMQP_URL="amqp://guest:guest@127.0.0.1:$AMQP_PORT/%2f"
 OUR_DATABASE_URL="postgresql://moonrabbit@127.0.0.1:$PG_PORT/moonrabbit"
@@ -346,6 +351,10 @@ pg_stop() {
 
 # ---- commands ------------------------------------------------------------
 
+# An optional service name (rabbitmq or postgresql) limits start and stop
+# to that one, for the fault tests that take one service away.
+want() { [ -z "${ONLY:-}" ] || [ "$ONLY" = "$1" ]; }
+
 cmd_start() {
   local t0=$SECONDS
 
@@ -355,12 +364,12 @@ cmd_start() {
   external DATABASE_URL || pg_check_access
   if external AMQP_URL; then
     say "rabbitmq: AMQP_URL is set, using that server; not starting one"
-  else
+  elif want rabbitmq; then
     rmq_start
   fi
   if external DATABASE_URL; then
     say "postgresql: DATABASE_URL is set, using that server; not starting one"
-  else
+  elif want postgresql; then
     pg_start
   fi
   say "started in $((SECONDS - t0))s; eval \"\$($0 env)\" to use them"
@@ -370,8 +379,8 @@ cmd_stop() {
   [ -d "$VAR" ] || { say "nothing to stop: $VAR does not exist"; return 0; }
   VAR=$(cd "$VAR" && pwd)
   set_paths
-  rmq_stop
-  pg_stop
+  if want rabbitmq; then rmq_stop; fi
+  if want postgresql; then pg_stop; fi
 }
 
 cmd_status() {
@@ -412,7 +421,8 @@ cmd_ctl() {
 }
 
 usage() {
-  echo "usage: $0 start|stop|status|env|ctl RABBITMQCTL-ARGS..." >&2
+  echo "usage: $0 start|stop [rabbitmq|postgresql] | status | env |" \
+    "ctl RABBITMQCTL-ARGS..." >&2
   exit 2
 }
 
@@ -420,8 +430,8 @@ usage() {
 cmd=$1
 shift
 case "$cmd" in
-  start) cmd_start ;;
-  stop) cmd_stop ;;
+  start) ONLY=${1:-}; cmd_start ;;
+  stop) ONLY=${1:-}; cmd_stop ;;
   status) cmd_status ;;
   env) cmd_env ;;
   ctl) cmd_ctl "$@" ;;
