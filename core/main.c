@@ -234,6 +234,7 @@ static void log_summary(const struct consumer_summary *s)
 	    LF_U("job_error", s->counts[OUTCOME_JOB_ERROR]),
 	    LF_U("shutdown", s->counts[OUTCOME_SHUTDOWN]),
 	    LF_U("bytes_in", s->bytes_in), LF_U("pauses", s->pauses),
+	    LF_U("reconnects", s->reconnects),
 	    LF_B("recycled", s->recycled), LF_D("seconds", s->seconds),
 	    LF_D("msgs_per_s",
 		 s->seconds > 0 ? (double)total / s->seconds : 0.0),
