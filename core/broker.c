@@ -179,3 +179,153 @@ void broker_close(amqp_connection_state_t conn)
 	amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
 	amqp_destroy_connection(conn);
 }
+
+
+void broker_retry_queue(const struct broker_names *names, uint64_t delay_ms,
+			char *out, size_t outlen)
+{
+	snprintf(out, outlen, "%s.retry.%llu", names->queue,
+		 (unsigned long long)delay_ms);
+}
+
+
+/* Opens the retry channel and puts it in transaction mode, once per
+ * connection. */
+static int retry_channel(amqp_connection_state_t conn, int *ready, char *err,
+			 size_t errlen)
+{
+	amqp_rpc_reply_t r;
+
+	if (*ready)
+		return 0;
+	amqp_channel_open(conn, BROKER_RETRY_CHANNEL);
+	r = amqp_get_rpc_reply(conn);
+	if (r.reply_type != AMQP_RESPONSE_NORMAL)
+		return broker_reply_error(r, "failed to open the retry channel",
+					  err, errlen);
+	amqp_tx_select(conn, BROKER_RETRY_CHANNEL);
+	r = amqp_get_rpc_reply(conn);
+	if (r.reply_type != AMQP_RESPONSE_NORMAL)
+		return broker_reply_error(r, "failed to select transactions",
+					  err, errlen);
+	*ready = 1;
+	return 0;
+}
+
+
+/* Declares the retry queue for one delay: its TTL holds each message
+ * that long, then dead-letters it through the default exchange back to
+ * the work queue. One queue per delay, since a queue only expires the
+ * message at its head. */
+static int declare_retry_queue(amqp_connection_state_t conn,
+			       const struct broker_names *names,
+			       uint64_t delay_ms, const char *name, char *err,
+			       size_t errlen)
+{
+	amqp_table_entry_t args[3] = {
+		{ .key = amqp_cstring_bytes("x-message-ttl"),
+		  .value = { .kind = AMQP_FIELD_KIND_I64,
+			     .value.i64 = (int64_t)delay_ms } },
+		{ .key = amqp_cstring_bytes("x-dead-letter-exchange"),
+		  .value = { .kind = AMQP_FIELD_KIND_UTF8,
+			     .value.bytes = amqp_cstring_bytes("") } },
+		{ .key = amqp_cstring_bytes("x-dead-letter-routing-key"),
+		  .value = { .kind = AMQP_FIELD_KIND_UTF8,
+			     .value.bytes =
+				     amqp_cstring_bytes(names->queue) } },
+	};
+	amqp_table_t table = { .num_entries = 3, .entries = args };
+	amqp_rpc_reply_t r;
+
+	amqp_queue_declare(conn, BROKER_RETRY_CHANNEL, amqp_cstring_bytes(name),
+			   0, 1, 0, 0, table);
+	r = amqp_get_rpc_reply(conn);
+	if (r.reply_type != AMQP_RESPONSE_NORMAL)
+		return broker_reply_error(r, "failed to declare a retry queue",
+					  err, errlen);
+	return 0;
+}
+
+
+int broker_publish_retry(amqp_connection_state_t conn,
+			 const struct broker_names *names,
+			 const struct broker_retry *r, int *ready, char *err,
+			 size_t errlen)
+{
+	amqp_table_entry_t header = {
+		.key = amqp_cstring_bytes(BROKER_ATTEMPTS_HEADER),
+		.value = { .kind = AMQP_FIELD_KIND_I32,
+			   .value.i32 = r->attempts },
+	};
+	amqp_basic_properties_t props = {
+		._flags = AMQP_BASIC_DELIVERY_MODE_FLAG |
+			  AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG |
+			  AMQP_BASIC_CONTENT_TYPE_FLAG,
+		.delivery_mode = 2,
+		.headers = { .num_entries = 1, .entries = &header },
+		.message_id = amqp_cstring_bytes(r->message_id),
+		.content_type = amqp_cstring_bytes(r->content_type),
+	};
+	amqp_bytes_t body = { .len = r->body_len, .bytes = (void *)r->body };
+	char name[BROKER_NAME_MAX + 32];
+	amqp_rpc_reply_t reply;
+	int rc;
+
+	broker_retry_queue(names, r->delay_ms, name, sizeof name);
+	rc = retry_channel(conn, ready, err, errlen);
+	if (rc == 0)
+		rc = declare_retry_queue(conn, names, r->delay_ms, name, err,
+					 errlen);
+	if (rc < 0)
+		return rc;
+	rc = amqp_basic_publish(conn, BROKER_RETRY_CHANNEL, amqp_empty_bytes,
+				amqp_cstring_bytes(name), 0, 0, &props, body);
+	if (rc != AMQP_STATUS_OK) {
+		snprintf(err, errlen, "failed to publish a retry: %s",
+			 amqp_error_string2(rc));
+		return -EIO;
+	}
+	amqp_tx_commit(conn, BROKER_RETRY_CHANNEL);
+	reply = amqp_get_rpc_reply(conn);
+	if (reply.reply_type != AMQP_RESPONSE_NORMAL)
+		return broker_reply_error(reply, "failed to commit a retry",
+					  err, errlen);
+	return 0;
+}
+
+
+int broker_header_int(const amqp_basic_properties_t *p, const char *key,
+		      int def)
+{
+	size_t n = strlen(key);
+
+	if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG))
+		return def;
+	for (int i = 0; i < p->headers.num_entries; i++) {
+		const amqp_table_entry_t *e = &p->headers.entries[i];
+
+		if (e->key.len != n || memcmp(e->key.bytes, key, n))
+			continue;
+		switch (e->value.kind) {
+		case AMQP_FIELD_KIND_I8:
+			return e->value.value.i8;
+		case AMQP_FIELD_KIND_U8:
+			return e->value.value.u8;
+		case AMQP_FIELD_KIND_I16:
+			return e->value.value.i16;
+		case AMQP_FIELD_KIND_U16:
+			return e->value.value.u16;
+		case AMQP_FIELD_KIND_I32:
+			return e->value.value.i32;
+		case AMQP_FIELD_KIND_U32:
+			return (int)e->value.value.u32;
+		case AMQP_FIELD_KIND_I64:
+			return (int)e->value.value.i64;
+		case AMQP_FIELD_KIND_U64:
+			return (int)e->value.value.u64;
+		default:
+			return def;
+		}
+	}
+	return def;
+}

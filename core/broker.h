@@ -33,6 +33,38 @@ int broker_connect(const char *url, int heartbeat, amqp_connection_state_t *out,
 int broker_declare(amqp_connection_state_t conn,
 		   const struct broker_names *names, char *err, size_t errlen);
 
+/* The header that carries how many times a message was attempted. */
+#define BROKER_ATTEMPTS_HEADER "x-moonrabbit-attempts"
+/* The channel retries are published on, in transaction mode. */
+#define BROKER_RETRY_CHANNEL 2
+
+struct broker_retry {
+	const char *message_id;
+	const char *content_type;
+	const void *body;
+	size_t body_len;
+	int attempts; /* written into BROKER_ATTEMPTS_HEADER */
+	uint64_t delay_ms;
+};
+
+/* Publishes a copy of a failed message to <queue>.retry.<delay_ms>, a
+ * queue whose TTL dead-letters it back to the work queue, and commits the
+ * publish before returning, so the caller may then ack the original.
+ * *ready tracks the retry channel of this connection (0 after connect).
+ * Returns 0 or -EIO with err. */
+int broker_publish_retry(amqp_connection_state_t conn,
+			 const struct broker_names *names,
+			 const struct broker_retry *r, int *ready, char *err,
+			 size_t errlen);
+
+/* Names the retry queue for one delay: <queue>.retry.<delay_ms>. */
+void broker_retry_queue(const struct broker_names *names, uint64_t delay_ms,
+			char *out, size_t outlen);
+
+/* Reads an integer header from a message's properties; def if absent. */
+int broker_header_int(const amqp_basic_properties_t *p, const char *key,
+		      int def);
+
 /* Closes the channel and connection, ignoring errors, and frees conn. */
 void broker_close(amqp_connection_state_t conn);
 

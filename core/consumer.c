@@ -12,6 +12,7 @@
 
 #include "ack_window.h"
 #include "broker.h"
+#include "failure.h"
 #include "gate.h"
 #include "job.h"
 #include "log.h"
@@ -27,6 +28,9 @@
 #define RECONNECT_MAX_S 30.0
 /* A drain run (batch, cron) gives up on a broker gone this long. */
 #define RECONNECT_GIVE_UP_S 60.0
+/* Distinct retry delays tracked for drain mode; failure.lua's backoff
+ * uses five. */
+#define RETRY_QUEUES_MAX 16
 /* In drain mode, quiet this long with nothing in flight before asking the
  * broker whether the queue is empty. */
 #define DRAIN_QUIET_S 0.3
@@ -39,6 +43,9 @@ struct consumer {
 	struct consumer_summary *sum;
 	struct ack_window acks;
 	unsigned generation; /* bumped at each new connection */
+	int retry_ready;     /* the retry channel is open on conn */
+	uint64_t retry_delays[RETRY_QUEUES_MAX]; /* retry queues used */
+	int nretry;
 	double first_delivery;
 	double last_settle;
 	double last_activity;
@@ -91,6 +98,57 @@ static int send_status(struct consumer *c, int rc, const char *what)
 }
 
 
+/* Notes a retry queue in use, so drain mode waits for it to empty too. */
+static void remember_retry_queue(struct consumer *c, uint64_t delay_ms)
+{
+	for (int i = 0; i < c->nretry; i++)
+		if (c->retry_delays[i] == delay_ms)
+			return;
+	if (c->nretry < RETRY_QUEUES_MAX)
+		c->retry_delays[c->nretry++] = delay_ms;
+}
+
+
+/* Asks failure.lua about a failed job and, for a retry, publishes a copy
+ * with its attempt count raised. Returns 1 when the copy is committed
+ * (the original may then be acked), 0 to dead-letter, negative when the
+ * connection failed. */
+static int try_retry(struct consumer *c, struct job *job)
+{
+	struct failure_decision d;
+	struct broker_retry r;
+	char err[256];
+	int rc;
+
+	if (!c->o->failure || !job->body)
+		return 0;
+	if (failure_decide(c->o->failure, job->reason, job->attempts, &d, err,
+			   sizeof err) < 0) {
+		LOG(LOG_ERROR, "failure_policy_refused", LF_S("reason", err));
+		return 0;
+	}
+	if (!d.retry)
+		return 0;
+	r = (struct broker_retry){ .message_id = job->message_id,
+				   .content_type = job->content_type,
+				   .body = job->body,
+				   .body_len = job->body_len,
+				   .attempts = job->attempts + 1,
+				   .delay_ms = d.delay_ms };
+	rc = broker_publish_retry(c->conn, &c->names, &r, &c->retry_ready,
+				  c->err, c->errlen);
+	if (rc < 0)
+		return rc;
+	remember_retry_queue(c, d.delay_ms);
+	LOG(LOG_WARN, "delivery_retry_scheduled",
+	    LF_S("message_id", job->message_id),
+	    LF_U("delivery", job->delivery_tag),
+	    LF_I("attempt", job->attempts + 1), LF_U("delay_ms", d.delay_ms),
+	    LF_S("reason", job->reason));
+	return 1;
+}
+
+
 /* Acks or rejects a finished job, counts and logs its outcome. */
 static int settle(struct consumer *c, struct job *job)
 {
@@ -105,6 +163,18 @@ static int settle(struct consumer *c, struct job *job)
 		    LF_S("message_id", job->message_id),
 		    LF_S("outcome", outcome_name(o)));
 		return 0;
+	}
+	if (o == OUTCOME_JOB_ERROR) {
+		int retried = try_retry(c, job);
+
+		if (retried < 0)
+			return retried;
+		if (retried) {
+			c->sum->counts[o]++;
+			c->sum->retries++;
+			ack_window_settle(&c->acks, job->delivery_tag, 1);
+			return 0;
+		}
 	}
 	/* Acks wait for flush_acks(), which sends one multiple ack for the
 	 * settled prefix; a reject goes out at once. */
@@ -239,6 +309,7 @@ static int read_header(struct consumer *c, struct job *job, uint64_t *size)
 	}
 	*size = f.payload.properties.body_size;
 	p = f.payload.properties.decoded;
+	job->attempts = broker_header_int(p, BROKER_ATTEMPTS_HEADER, 0);
 	if (p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG)
 		copy_bytes(job->message_id, sizeof job->message_id,
 			   p->message_id);
@@ -486,13 +557,14 @@ static void log_sample(struct consumer *c, const struct mem_sample *s,
 	    LF_I("prefetch", d->prefetch), LF_B("paused", d->pause),
 	    LF_I("jobs_queued", queued), LF_I("jobs_active", active),
 	    LF_I("in_flight", pool_in_flight(c->o->pool)));
-	/* TODO: send alerts over HTTP through alerts.lua, until then a log
-	 * line is the only place an alert reaches. */
-	if (d->alert.raised)
-		LOG(LOG_WARN, "alert", LF_S("kind", "memory"),
-		    LF_S("severity", d->alert.severity),
-		    LF_S("key", d->alert.key),
-		    LF_S("summary", d->alert.summary));
+	if (d->alert.raised) {
+		struct alert a;
+
+		alert_init(&a, "memory", d->alert.severity, d->alert.key,
+			   d->alert.summary);
+		a.facts = d->alert.facts;
+		alerts_raise(c->o->alerts, &a);
+	}
 }
 
 
@@ -571,23 +643,42 @@ static int govern(struct consumer *c, int force)
 }
 
 
-/* In drain mode: true once nothing is in flight, nothing arrived for a
- * moment, and the broker says no message is ready. */
-static int drained(struct consumer *c)
+/* Messages ready in queue, by a passive declare; -1 if unknown. */
+static long ready_in(struct consumer *c, const char *queue)
 {
 	amqp_queue_declare_ok_t *ok;
+
+	ok = amqp_queue_declare(c->conn, BROKER_CHANNEL,
+				amqp_cstring_bytes(queue), 1, 0, 0, 0,
+				amqp_empty_table);
+	if (amqp_get_rpc_reply(c->conn).reply_type != AMQP_RESPONSE_NORMAL ||
+	    !ok)
+		return -1;
+	return (long)ok->message_count;
+}
+
+
+/* In drain mode: true once nothing is in flight, nothing arrived for a
+ * moment, and the broker says no message is ready, in the work queue or
+ * in a retry queue this run used. */
+static int drained(struct consumer *c)
+{
+	char name[BROKER_NAME_MAX + 32];
 
 	if (!c->conn || pool_in_flight(c->o->pool) ||
 	    now_s() - c->last_activity < DRAIN_QUIET_S)
 		return 0;
-	ok = amqp_queue_declare(c->conn, BROKER_CHANNEL,
-				amqp_cstring_bytes(c->names.queue), 1, 0, 0, 0,
-				amqp_empty_table);
-	if (amqp_get_rpc_reply(c->conn).reply_type != AMQP_RESPONSE_NORMAL ||
-	    !ok)
-		return 0;
 	c->last_activity = now_s();
-	return ok->message_count == 0 && !amqp_frames_enqueued(c->conn);
+	if (ready_in(c, c->names.queue) != 0)
+		return 0;
+	/* A message waiting out its retry delay is not done with. */
+	for (int i = 0; i < c->nretry; i++) {
+		broker_retry_queue(&c->names, c->retry_delays[i], name,
+				   sizeof name);
+		if (ready_in(c, name) != 0)
+			return 0;
+	}
+	return !amqp_frames_enqueued(c->conn);
 }
 
 
@@ -659,6 +750,7 @@ static void session_drop(struct consumer *c)
 	if (c->conn)
 		amqp_destroy_connection(c->conn);
 	c->conn = NULL;
+	c->retry_ready = 0;
 	amqp_bytes_free(c->consumer_tag);
 	c->consumer_tag = amqp_empty_bytes;
 }

@@ -4,7 +4,9 @@
 #include <signal.h>
 #include <stdint.h>
 
+#include "alerts.h"
 #include "config.h"
+#include "failure.h"
 #include "governor.h"
 #include "msg_limits.h"
 #include "outcome.h"
@@ -23,9 +25,12 @@ struct consumer_opts {
 	const struct config *cfg;
 	const struct limits *limits;
 	struct pool *pool;
-	int drain;		     /* exit once the queue is empty */
-	struct governor *governor;   /* NULL: no memory governor */
-	volatile sig_atomic_t *stop; /* set by a signal handler */
+	int drain;			/* exit once the queue is empty */
+	struct governor *governor;	/* NULL: no memory governor */
+	struct failure_policy *failure; /* NULL: job_errors dead-letter */
+	struct alerts *alerts;		/* NULL: alerts are only logged */
+	struct metrics *metrics;	/* NULL: nothing is counted */
+	volatile sig_atomic_t *stop;	/* set by a signal handler */
 };
 
 struct consumer_summary {
@@ -34,9 +39,10 @@ struct consumer_summary {
 	double seconds; /* first delivery to last settle */
 	long peak_rss_kb;
 	uint64_t pauses;
-	int recycled;  /* stopped because memory.lua said so */
+	int recycled; /* stopped because memory.lua said so */
 	uint64_t reconnects;
-	int abandoned; /* jobs still running at the end */
+	uint64_t retries; /* job_errors sent to a retry queue */
+	int abandoned;	  /* jobs still running at the end */
 };
 
 /* Consumes until the queue is drained (drain mode), a stop is asked for,

@@ -9,7 +9,8 @@
 /*
  * One delivery on its way through the host. The loop thread creates it
  * with the body it read, a worker thread fills the outcome and frees the
- * body as soon as the job script holds its own copy, and the loop thread
+ * body once the job succeeded or was refused (a failed job keeps it, so
+ * the loop can publish a retry), and the loop thread
  * acks or rejects and frees the job. Only one thread touches a job at a
  * time; the queues between them carry the hand-over.
  */
@@ -22,9 +23,10 @@ struct job {
 	uint64_t delivery_tag;
 	unsigned generation;	/* the connection the tag belongs to */
 	int redelivered;
+	int attempts;		/* earlier attempts, from the message header */
 	char message_id[JOB_ID_MAX];
 	char content_type[64];
-	char *body; /* owned; NULL once handed to Lua */
+	char *body; /* owned; kept after a job_error, for a retry */
 	size_t body_len;
 	enum outcome outcome;
 	char reason[JOB_REASON_MAX];

@@ -14,9 +14,13 @@ static void run_alone(struct job_state *js, struct job *job)
 }
 
 
+/* Frees the bodies a batch kept, but a failed job's: the loop may still
+ * publish it as a retry. */
 static void forget_bodies(struct job **jobs, int n)
 {
 	for (int i = 0; i < n; i++) {
+		if (jobs[i]->outcome == OUTCOME_JOB_ERROR)
+			continue;
 		free(jobs[i]->body);
 		jobs[i]->body = NULL;
 	}

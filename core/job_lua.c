@@ -536,18 +536,14 @@ static void set_reason(struct job *job, enum outcome o, const char *msg)
 
 /* Pushes msg = {properties = {...}} whose body is decoded on first use
  * (a job that never reads msg.body never pays for the decode; the gate
- * has already validated the JSON). The body string is made inside Lua
- * and the C copy freed at once. Returns 0. */
+ * has already validated the JSON). The C copy lives on until the job
+ * ends, since a failed job may be retried from it. Returns 0. */
 static int push_msg(struct job_state *js, struct job *job)
 {
 	lua_State *L = js->L;
 
 	lua_createtable(L, 0, 2);
 	lua_pushlstring(L, job->body, job->body_len);
-	if (!js->keep_body) {
-		free(job->body);
-		job->body = NULL;
-	}
 	lua_rawsetp(L, -2, &raw_body_key);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, js->ref_msg_mt);
 	lua_setmetatable(L, -2);
@@ -716,7 +712,9 @@ void job_state_call(struct job_state *js, struct job *job)
 	}
 	lua_settop(js->L, 0);
 	js->job = NULL;
-	if (!js->keep_body) {
+	/* A failed job keeps its body until the loop has asked failure.lua
+	 * whether to publish a retry; the others are done with it. */
+	if (!js->keep_body && job->outcome != OUTCOME_JOB_ERROR) {
 		free(job->body);
 		job->body = NULL;
 	}

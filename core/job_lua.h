@@ -45,7 +45,8 @@ void job_state_run(struct job_state *js, struct job *job);
 int job_state_gate(struct job_state *js, struct job *job);
 
 /* Runs the script on a gated job. A connection it takes stays checked
- * out; the body is freed unless job_state_keep_bodies() said keep. */
+ * out; the body is freed unless job_state_keep_bodies() said keep or the
+ * job failed (a retry is published from it). */
 void job_state_call(struct job_state *js, struct job *job);
 
 /* Keeps bodies after job_state_call() while keep is set, so a batch

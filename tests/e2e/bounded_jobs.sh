@@ -8,7 +8,9 @@
 export JOB_SCRIPT=$REPO/tests/e2e/jobs/case018.lua
 export CASE_DATA=$REPO/../shared/cases/data/018
 export POLICY_DIR=$WORK/policies
-policy_copy "$POLICY_DIR" 's/^local JOB_TIMEOUT_MS = .*/local JOB_TIMEOUT_MS = 500/'
+# Two seconds: long enough that the hog, sharing two cores with the loop,
+# reaches its memory ceiling before its time budget.
+policy_copy "$POLICY_DIR" 's/^local JOB_TIMEOUT_MS = .*/local JOB_TIMEOUT_MS = 2000/'
 
 export WORKER_CONCURRENCY_PER_WORKER=4
 publish_op hog hog
@@ -23,7 +25,7 @@ check "the hog hits the memory ceiling" 1 \
 check "the hog's state is rebuilt" 1 \
   "$(count_events "$log" lua_state_rebuilt)"
 check "the loop is stopped by the time budget" 1 \
-  "$(grep '"message_id":"loop"' "$log" | grep -c 'time budget of 500 ms')"
+  "$(grep '"message_id":"loop"' "$log" | grep -c 'time budget of 2000 ms')"
 check "the ten normal messages and gc_bomb succeed" 11 "$(summary "$log" ok)"
 check "hog and loop are job_error" 2 "$(summary "$log" job_error)"
 check "dead-lettered: hog and loop" "hog loop" "$(dlq_ids | xargs)"
