@@ -55,6 +55,8 @@ static const struct str_setting str_settings[] = {
 	  offsetof(struct config, metrics_addr) },
 	{ "ALERT_WEBHOOK_URL", "", offsetof(struct config, alert_webhook_url) },
 	{ "LOG_LEVEL", "info", offsetof(struct config, log_level) },
+	{ "STATE_DIR", "/var/tmp/moonrabbit",
+	  offsetof(struct config, state_dir) },
 	{ "MOONRABBIT_PROC_ROOT", "", offsetof(struct config, proc_root) },
 	{ "MOONRABBIT_SYS_ROOT", "", offsetof(struct config, sys_root) },
 };

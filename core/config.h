@@ -26,6 +26,7 @@ struct config {
 	const char *alert_webhook_url;
 	int shutdown_grace_seconds;
 	const char *log_level;
+	const char *state_dir; /* the crash ledger lives here */
 	const char *proc_root; /* "" = /proc; tests point at fixtures */
 	const char *sys_root;  /* "" = /sys */
 };

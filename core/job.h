@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ledger.h"
 #include "outcome.h"
 
 /*
@@ -21,11 +22,12 @@
 struct job {
 	struct job *next;
 	uint64_t delivery_tag;
-	unsigned generation;	/* the connection the tag belongs to */
+	unsigned generation; /* the connection the tag belongs to */
 	int redelivered;
-	int attempts;		/* earlier attempts, from the message header */
+	int attempts; /* earlier attempts, from the message header */
 	char message_id[JOB_ID_MAX];
 	char content_type[64];
+	char ledger_key[LEDGER_KEY_MAX]; /* identity for the crash ledger */
 	char *body; /* owned; kept after a job_error, for a retry */
 	size_t body_len;
 	enum outcome outcome;

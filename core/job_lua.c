@@ -675,6 +675,31 @@ static void rebuild_if_broken(struct job_state *js)
 }
 
 
+/* A message that was in flight at too many crashes is failed without
+ * running: it is the likeliest cause. Returns 1 when job was refused. */
+static int quarantined(struct job_state *js, struct job *job)
+{
+	int crashes;
+
+	if (!js->env.ledger)
+		return 0;
+	ledger_key(job->message_id, job->body, job->body_len, job->ledger_key,
+		   sizeof job->ledger_key);
+	crashes = ledger_crashes(js->env.ledger, job->ledger_key);
+	if (crashes < js->env.quarantine_after)
+		return 0;
+	job->outcome = OUTCOME_JOB_ERROR;
+	snprintf(job->reason, sizeof job->reason,
+		 "quarantined: in flight at %d crashes of the worker", crashes);
+	/* TODO: raise this through the alerts thread; until it is wired here
+	 * the alert is this log line. */
+	LOG(LOG_WARN, "alert", LF_S("kind", "quarantine"),
+	    LF_S("severity", "critical"), LF_S("key", job->ledger_key),
+	    LF_S("summary", job->reason));
+	return 1;
+}
+
+
 int job_state_gate(struct job_state *js, struct job *job)
 {
 	struct gate_report rep;
@@ -698,11 +723,16 @@ void job_state_call(struct job_state *js, struct job *job)
 	double start = monotonic_now();
 	int rc;
 
+	if (quarantined(js, job))
+		goto out;
 	js->job = job;
+	ledger_start(js->env.ledger, job->ledger_key);
 	lua_pushcfunction(js->L, run_protected);
 	lua_pushlightuserdata(js->L, js);
 	lua_pushlightuserdata(js->L, job);
 	rc = lua_pcall(js->L, 2, 0, 0);
+	/* It returned, so it did not kill the process. */
+	ledger_finish(js->env.ledger, job->ledger_key);
 	if (rc == LUA_ERRMEM) {
 		js->broken = 1;
 		set_reason(job, OUTCOME_JOB_ERROR,
@@ -712,6 +742,8 @@ void job_state_call(struct job_state *js, struct job *job)
 	}
 	lua_settop(js->L, 0);
 	js->job = NULL;
+	ledger_forget(js->env.ledger, job->ledger_key);
+out:
 	/* A failed job keeps its body until the loop has asked failure.lua
 	 * whether to publish a retry; the others are done with it. */
 	if (!js->keep_body && job->outcome != OUTCOME_JOB_ERROR) {

@@ -21,9 +21,13 @@ struct job_state;
 struct job_env {
 	const char *script_path;
 	struct limits limits;
-	struct db_pool *db; /* may be NULL: host.db then raises */
-	int db_wait_ms;	    /* how long a job waits for a connection */
-	int index;	    /* worker number, for logs */
+	struct db_pool *db;
+	struct ledger *ledger;
+	int quarantine_after;		   /* crashes before a job is refused */
+	/* may be NULL: no crash ledger */ /* may be NULL: host.db then
+					      raises */
+	int db_wait_ms; /* how long a job waits for a connection */
+	int index;	/* worker number, for logs */
 };
 
 /* Builds a state for env and loads the script. On success *out owns it;
