@@ -27,9 +27,10 @@ local QUARANTINE_AFTER_CRASHES = 3
 -- Error texts that name a passing condition. SQLSTATE classes 08
 -- (connection), 53 (insufficient resources), 57P01-57P03 (server shutting
 -- down or starting), 40001/40P01 (serialisation failure, deadlock).
+-- Matched anywhere: a script's error carries its file and line in front.
 local TRANSIENT_PATTERNS = {
-  "^database unavailable",
-  "^no database connection free",
+  "database unavailable",
+  "no database connection free",
   "SQLSTATE 08%d%d%d",
   "SQLSTATE 53%d%d%d",
   "SQLSTATE 57P0[123]",

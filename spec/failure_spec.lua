@@ -7,6 +7,8 @@ describe("failure", function()
       { "SQLSTATE 08006: connection failure", 0, "retry", 1000 },
       { "SQLSTATE 57P01: terminating connection", 1, "retry", 4000 },
       { "database unavailable: failed to reconnect", 2, "retry", 16000 },
+      { "scripts/analyze_conversation.lua:504: database unavailable: x", 0,
+        "retry", 1000 },
       { "no database connection free within 30000 ms", 3, "retry", 64000 },
       { "SQLSTATE 40P01: deadlock detected", 4, "retry", 256000 },
       { "SQLSTATE 08006: connection failure", 5, "dead_letter", nil },

@@ -30,7 +30,8 @@ cleanup() {
   "$MRCTL" delete "$AMQP_QUEUE" "$AMQP_QUEUE.dlq" >/dev/null 2>&1 || true
   psql "$DATABASE_URL_ADMIN" -qAtc "DROP DATABASE IF EXISTS $TEST_DB" \
     >/dev/null 2>&1 || true
-  rm -rf "$WORK"
+  # MR_KEEP_WORK=1 keeps logs and bodies for a look after a failure.
+  [ -n "${MR_KEEP_WORK:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
 
