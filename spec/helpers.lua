@@ -64,6 +64,41 @@ function helpers.sample(over)
 end
 
 
+-- Returns the limits part of a config.check table: the shipped defaults
+-- (2 MiB bodies, 64 MiB Lua ceiling, 30 s jobs), over replacing fields.
+function helpers.config_limits(over)
+  return merge({
+    max_message_bytes = 2 * 1048576,
+    max_json_depth = 128,
+    lua_memory_bytes = 64 * 1048576,
+    job_timeout_ms = 30000,
+    fields = {
+      conversation_log = { warn_bytes = 500 * 1024, max_bytes = 1536 * 1024 },
+    },
+  }, over)
+end
+
+
+-- Returns a config.check table that yields no finding: defaults of the
+-- host, a 2 GiB cgroup v2 limit and a stop grace period of 40 s, with the
+-- fields of over replacing those (limits as a whole: use config_limits).
+function helpers.config(over)
+  return merge({
+    concurrency = 8,
+    prefetch = 16,
+    db_pool_size = 8,
+    db_max_overflow = 0,
+    replicas = 1,
+    shutdown_grace_seconds = 30,
+    stop_grace_period_seconds = 40,
+    consumer_timeout_ms = 1800000,
+    memory_limit_bytes = 2048 * 1048576,
+    memory_limit_source = "cgroup_v2",
+    limits = helpers.config_limits(),
+  }, over)
+end
+
+
 function helpers.turn(role, content)
   return { role = role, content = content }
 end
