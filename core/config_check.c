@@ -66,19 +66,18 @@ static void push_limits(lua_State *L, const struct limits *lim)
 
 
 /* The stop grace period is the orchestrator's, not ours, so it comes from
- * an optional variable. Text that is not a whole number goes to the policy
- * as it is: the policy's refusal then names the field and the value. */
+ * an optional variable; unset, the rule that needs it is skipped rather
+ * than guessed (the native set-up has no stop grace at all). Text that is
+ * not a whole number goes to the policy as it is: the policy's refusal
+ * then names the field and the value. */
 static void push_stop_grace(lua_State *L)
 {
 	const char *raw = getenv("STOP_GRACE_PERIOD_SECONDS");
 	char *end = NULL;
 	long long v;
 
-	if (!raw || !*raw) {
-		set_int(L, "stop_grace_period_seconds",
-			CONFIG_STOP_GRACE_DEFAULT_SECONDS);
+	if (!raw || !*raw)
 		return;
-	}
 	errno = 0;
 	v = strtoll(raw, &end, 10);
 	if (errno || end == raw || *end)
@@ -482,11 +481,10 @@ static void print_settings(const struct config_check_input *in, FILE *out)
 			cfg->shutdown_grace_seconds, stop);
 	else
 		fprintf(out,
-			"  shutdown   drain %d s, stop grace period %d s "
-			"(Compose's default; STOP_GRACE_PERIOD_SECONDS "
-			"unset)\n",
-			cfg->shutdown_grace_seconds,
-			CONFIG_STOP_GRACE_DEFAULT_SECONDS);
+			"  shutdown   drain %d s, stop grace period unknown "
+			"(set STOP_GRACE_PERIOD_SECONDS to check the drain "
+			"against it)\n",
+			cfg->shutdown_grace_seconds);
 	if (in->memory_limit_bytes)
 		fprintf(out,
 			"  memory     limit %llu bytes (%.2f GiB) from %s\n",

@@ -27,10 +27,6 @@
 /* RabbitMQ's default consumer_timeout: a delivery unacked for 30 min makes
  * the broker close the channel. Not readable over AMQP, so assumed. */
 #define CONFIG_CONSUMER_TIMEOUT_MS 1800000
-/* Docker Compose's default stop_grace_period, used when
- * STOP_GRACE_PERIOD_SECONDS is unset: SIGKILL 10 s after SIGTERM. */
-#define CONFIG_STOP_GRACE_DEFAULT_SECONDS 10
-
 enum config_severity { CONFIG_ERROR, CONFIG_WARNING, CONFIG_INFO };
 
 struct config_finding {

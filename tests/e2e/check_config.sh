@@ -102,12 +102,16 @@ check_true "case 019 C: the prefetch term is 1600 MiB" grep -qE \
 check_true "case 019 C: the largest term is named" has "$WORK/c.log" \
   "shrink the largest term, prefetch (1.56 GiB)"
 
-# Issue 6: the drain against the stop grace period (Compose's 10 s when
-# unset) and a job budget against the broker's consumer timeout.
-rc=$(check_config "$WORK/grace.log" STOP_GRACE_PERIOD_SECONDS=)
-check "the default stop grace exits 0" 0 "$rc"
-check "the default stop grace: cfg.grace_exceeds_stop_grace" 1 \
+# Issue 6: the drain against the stop grace period (checked only when
+# STOP_GRACE_PERIOD_SECONDS says what it is) and a job budget against the
+# broker's consumer timeout.
+rc=$(check_config "$WORK/grace.log" STOP_GRACE_PERIOD_SECONDS=10)
+check "a 10 s stop grace exits 0" 0 "$rc"
+check "a 10 s stop grace: cfg.grace_exceeds_stop_grace" 1 \
   "$(finding_count "$WORK/grace.log" cfg.grace_exceeds_stop_grace)"
+rc=$(check_config "$WORK/nograce.log" STOP_GRACE_PERIOD_SECONDS=)
+check "an unknown stop grace is not judged" 0 \
+  "$(finding_count "$WORK/nograce.log" cfg.grace_exceeds_stop_grace)"
 policy_copy "$WORK/long" 's/^local JOB_TIMEOUT_MS = .*/local JOB_TIMEOUT_MS = 3600000/'
 rc=$(check_config "$WORK/long.log" POLICY_DIR="$WORK/long" \
   SHUTDOWN_GRACE_SECONDS=3600 STOP_GRACE_PERIOD_SECONDS=3602)
