@@ -120,6 +120,20 @@ static int read_text(lua_State *L, const char *path, const char *key, char *buf,
 }
 
 
+/* Reads the optional facts table of the alert on top. */
+static int read_facts(lua_State *L, const char *path, struct alert_facts *f,
+		      char *err, size_t errlen)
+{
+	int rc = 0;
+
+	lua_getfield(L, -1, "facts");
+	if (!lua_isnil(L, -1))
+		rc = alert_facts_read(L, path, "alert.facts", f, err, errlen);
+	lua_pop(L, 1);
+	return rc;
+}
+
+
 /* Reads the optional alert table of the decision on top. */
 static int read_alert(lua_State *L, const char *path, struct mem_alert *a,
 		      char *err, size_t errlen)
@@ -148,6 +162,8 @@ static int read_alert(lua_State *L, const char *path, struct mem_alert *a,
 	if (rc == 0)
 		rc = read_text(L, path, "summary", a->summary,
 			       sizeof a->summary, err, errlen);
+	if (rc == 0)
+		rc = read_facts(L, path, &a->facts, err, errlen);
 	lua_pop(L, 1);
 	if (rc < 0)
 		return rc;

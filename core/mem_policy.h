@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "alerts.h"
 #include "mem_probe.h"
 #include "policy.h"
 
@@ -35,6 +36,7 @@ struct mem_alert {
 	char severity[16]; /* warning, critical or resolved */
 	char key[64];
 	char summary[256];
+	struct alert_facts facts; /* what alerts.lua may show */
 };
 
 struct mem_decision {
