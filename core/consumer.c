@@ -16,6 +16,7 @@
 #include "gate.h"
 #include "job.h"
 #include "log.h"
+#include "metrics.h"
 
 /* The loop wakes at least this often to send heartbeats and to check for
  * a stop or an empty queue. */
@@ -44,6 +45,7 @@ struct consumer {
 	struct ack_window acks;
 	unsigned generation; /* bumped at each new connection */
 	int retry_ready;     /* the retry channel is open on conn */
+	int backlog_over;    /* the backlog alert is raised */
 	uint64_t retry_delays[RETRY_QUEUES_MAX]; /* retry queues used */
 	int nretry;
 	double first_delivery;
@@ -164,6 +166,8 @@ static int settle(struct consumer *c, struct job *job)
 		    LF_S("outcome", outcome_name(o)));
 		return 0;
 	}
+	if (job->run_ms > 0)
+		metrics_job_seconds(c->o->metrics, job->run_ms / 1000.0);
 	if (o == OUTCOME_JOB_ERROR) {
 		int retried = try_retry(c, job);
 
@@ -171,6 +175,7 @@ static int settle(struct consumer *c, struct job *job)
 			return retried;
 		if (retried) {
 			c->sum->counts[o]++;
+			metrics_outcome(c->o->metrics, o);
 			c->sum->retries++;
 			ack_window_settle(&c->acks, job->delivery_tag, 1);
 			return 0;
@@ -184,6 +189,7 @@ static int settle(struct consumer *c, struct job *job)
 				       job->delivery_tag,
 				       o == OUTCOME_SHUTDOWN);
 	c->sum->counts[o]++;
+	metrics_outcome(c->o->metrics, o);
 	if (c->o->governor)
 		governor_count(c->o->governor, 1);
 	c->last_settle = c->last_activity = now_s();
@@ -362,6 +368,7 @@ static int on_deliver(struct consumer *c, const amqp_basic_deliver_t *d)
 	if (rc < 0)
 		goto fail;
 	c->sum->bytes_in += size;
+	metrics_add(c->o->metrics, MC_BYTES_IN, size);
 
 	if (gate_body_size(size, c->o->limits) != OUTCOME_OK || c->stopping) {
 		rc = read_body(c, size, NULL);
@@ -453,6 +460,7 @@ static int set_prefetch(struct consumer *c, int prefetch)
 		return broker_reply_error(r, "failed to set prefetch", c->err,
 					  c->errlen);
 	c->prefetch = prefetch;
+	metrics_set(c->o->metrics, MG_PREFETCH, prefetch);
 	return 0;
 }
 
@@ -473,6 +481,7 @@ static int start_consuming(struct consumer *c)
 		return broker_reply_error(r, "failed to start consuming",
 					  c->err, c->errlen);
 	c->consumer_tag = amqp_bytes_malloc_dup(ok->consumer_tag);
+	metrics_set(c->o->metrics, MG_CONSUMING, 1);
 	return 0;
 }
 
@@ -485,6 +494,7 @@ static int stop_consuming(struct consumer *c)
 
 	if (!c->consumer_tag.bytes)
 		return 0;
+	metrics_set(c->o->metrics, MG_CONSUMING, 0);
 	if (!c->conn) {
 		amqp_bytes_free(c->consumer_tag);
 		c->consumer_tag = amqp_empty_bytes;
@@ -542,12 +552,42 @@ static int begin_stop(struct consumer *c)
 }
 
 
+/* Jobs waiting for a thread past limits.lua's threshold mean the pool is
+ * far behind the broker: raised once when crossed, resolved once when
+ * back under. */
+static void watch_backlog(struct consumer *c, int queued)
+{
+	uint64_t limit = c->o->limits->backlog_alert;
+	int over = (uint64_t)queued > limit;
+	char summary[160];
+	struct alert a;
+
+	if (over == c->backlog_over)
+		return;
+	c->backlog_over = over;
+	snprintf(
+		summary, sizeof summary,
+		"%d jobs wait for a worker thread (threshold %llu, %d threads)",
+		queued, (unsigned long long)limit, c->o->cfg->concurrency);
+	alert_init(&a, "backlog", over ? "warning" : "resolved", "backlog",
+		   summary);
+	alerts_raise(c->o->alerts, &a);
+}
+
+
 static void log_sample(struct consumer *c, const struct mem_sample *s,
 		       const struct mem_decision *d)
 {
 	int queued, active;
 
 	pool_load(c->o->pool, &queued, &active);
+	metrics_set(c->o->metrics, MG_MEM_RSS, (double)s->rss_bytes);
+	metrics_set(c->o->metrics, MG_MEM_WORKING_SET,
+		    (double)s->working_set_bytes);
+	metrics_set(c->o->metrics, MG_MEM_USAGE, (double)s->usage_bytes);
+	metrics_set(c->o->metrics, MG_MEM_LIMIT, (double)s->limit_bytes);
+	metrics_set(c->o->metrics, MG_MEM_LEVEL, d->level);
+	metrics_set(c->o->metrics, MG_MEM_RATIO, d->ratio);
 	LOG(LOG_INFO, "memory_sample", LF_U("rss", s->rss_bytes),
 	    LF_U("working_set", s->working_set_bytes),
 	    LF_U("usage", s->usage_bytes), LF_U("limit", s->limit_bytes),
@@ -565,6 +605,7 @@ static void log_sample(struct consumer *c, const struct mem_sample *s,
 		a.facts = d->alert.facts;
 		alerts_raise(c->o->alerts, &a);
 	}
+	watch_backlog(c, queued);
 }
 
 
@@ -593,10 +634,12 @@ static int apply_pause(struct consumer *c, int pause)
 	if (pause == c->paused || c->stopping)
 		return 0;
 	c->paused = pause;
+	metrics_set(c->o->metrics, MG_PAUSED, pause);
 	if (!c->conn)
 		return 0; /* the next connection starts paused or not */
 	if (pause) {
 		c->sum->pauses++;
+		metrics_add(c->o->metrics, MC_PAUSES, 1);
 		LOG(LOG_WARN, "intake_paused", LF_S("queue", c->names.queue),
 		    LF_I("in_flight", pool_in_flight(c->o->pool)));
 		/* Freed bodies and Lua garbage go back to the kernel now,
@@ -687,9 +730,14 @@ static int turn(struct consumer *c)
 {
 	amqp_frame_t f;
 	int rc = settle_list(c, pool_collect(c->o->pool));
+	int queued, active;
 
 	if (rc < 0)
 		return rc;
+	pool_load(c->o->pool, &queued, &active);
+	metrics_set(c->o->metrics, MG_JOBS_QUEUED, queued);
+	metrics_set(c->o->metrics, MG_JOBS_ACTIVE, active);
+	metrics_set(c->o->metrics, MG_IN_FLIGHT, pool_in_flight(c->o->pool));
 	rc = next_frame(c, &f);
 	if (rc == -EAGAIN)
 		return 0;
@@ -710,6 +758,10 @@ static int should_end(struct consumer *c)
 
 	if (rc < 0)
 		return rc;
+	if (c->o->reload && *c->o->reload && c->o->on_reload) {
+		*c->o->reload = 0;
+		c->o->on_reload(c->o->reload_ctx);
+	}
 	if (*c->o->stop && !c->stopping) {
 		rc = begin_stop(c);
 		if (rc < 0)
@@ -750,6 +802,8 @@ static void session_drop(struct consumer *c)
 	if (c->conn)
 		amqp_destroy_connection(c->conn);
 	c->conn = NULL;
+	metrics_set(c->o->metrics, MG_CONNECTED, 0);
+	metrics_set(c->o->metrics, MG_CONSUMING, 0);
 	c->retry_ready = 0;
 	amqp_bytes_free(c->consumer_tag);
 	c->consumer_tag = amqp_empty_bytes;
@@ -775,6 +829,7 @@ static int session_open(struct consumer *c)
 		session_drop(c);
 		return rc;
 	}
+	metrics_set(c->o->metrics, MG_CONNECTED, 1);
 	config_mask_url(c->o->cfg->amqp_url, masked, sizeof masked);
 	LOG(LOG_INFO, "consuming", LF_S("queue", c->names.queue),
 	    LF_S("amqp", masked), LF_I("prefetch", c->prefetch),
@@ -793,6 +848,7 @@ static void backoff_sleep(struct consumer *c, double seconds)
 			      .events = POLLIN };
 
 	while (!*c->o->stop && now_s() < until) {
+		metrics_tick(c->o->metrics);
 		poll(&pfd, 1, TICK_MS);
 		settle_list(c, pool_collect(c->o->pool));
 	}
@@ -818,6 +874,7 @@ static int reconnect(struct consumer *c)
 		if (rc == 0) {
 			if (c->generation > 1) {
 				c->sum->reconnects++;
+				metrics_add(c->o->metrics, MC_RECONNECTS, 1);
 				LOG(LOG_INFO, "broker_reconnected",
 				    LF_I("attempts", attempt));
 			}
@@ -841,6 +898,7 @@ static int run_session(struct consumer *c)
 	int rc = 0;
 
 	while (rc == 0) {
+		metrics_tick(c->o->metrics);
 		rc = should_end(c);
 		if (rc == 0)
 			rc = turn(c);
@@ -881,6 +939,8 @@ int consumer_run(const struct consumer_opts *opts, struct consumer_summary *sum,
 	 * broker, which is what a job still running after the grace period
 	 * needs. */
 	broker_close(c.conn);
+	metrics_set(opts->metrics, MG_CONNECTED, 0);
+	metrics_set(opts->metrics, MG_CONSUMING, 0);
 	amqp_bytes_free(c.consumer_tag);
 	ack_window_free(&c.acks);
 	return rc;

@@ -31,6 +31,11 @@ struct consumer_opts {
 	struct alerts *alerts;		/* NULL: alerts are only logged */
 	struct metrics *metrics;	/* NULL: nothing is counted */
 	volatile sig_atomic_t *stop;	/* set by a signal handler */
+	volatile sig_atomic_t *reload;	/* set by SIGHUP; may be NULL */
+	/* Reloads the policies on the loop thread; its result is logged by
+	 * it. May be NULL. */
+	void (*on_reload)(void *ctx);
+	void *reload_ctx;
 };
 
 struct consumer_summary {

@@ -13,14 +13,18 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "alerts.h"
 #include "config.h"
+#include "config_check.h"
 #include "consumer.h"
 #include "db_pool.h"
 #include "governor.h"
 #include "job_batch.h"
+#include "ledger.h"
 #include "job_lua.h"
 #include "log.h"
 #include "mem_probe.h"
+#include "metrics.h"
 #include "policy.h"
 #include "pool.h"
 
@@ -37,14 +41,32 @@ struct app {
 	struct db_pool *db;
 	struct mem_probe *probe; /* owned until the governor takes it */
 	struct governor *governor;
+	struct failure_policy failure;
+	struct ledger *ledger;
+	struct limits_shared shared; /* limits the workers follow */
+	int failure_open;
 	uint64_t memory_limit;
+	const char *memory_source;   /* mem_source_name() of the limit */
+	struct config_report report; /* config.lua's findings at start */
 	struct job_state **states;
 	int nstates;
 	struct pool *pool;
+	struct alerts *alerts;	 /* NULL until run() starts it */
+	struct metrics *metrics; /* NULL: METRICS_ADDR=off */
 	int drain;
 	int check_only;
 	int abandoned; /* jobs still running when the grace ended */
 };
+
+
+static volatile sig_atomic_t reload_requested;
+
+
+static void on_hangup(int sig)
+{
+	(void)sig;
+	reload_requested = 1;
+}
 
 
 static void on_signal(int sig)
@@ -106,6 +128,7 @@ static int open_probe(struct app *app, char *err, size_t errlen)
 		    LF_S("reason", warn));
 	if (mem_probe_sample(app->probe, &s) == 0) {
 		app->memory_limit = s.limit_bytes;
+		app->memory_source = mem_source_name(s.limit_source);
 		LOG(LOG_INFO, "memory_limit", LF_U("limit", s.limit_bytes),
 		    LF_S("source", mem_source_name(s.limit_source)),
 		    LF_S("file", s.limit_file),
@@ -148,6 +171,59 @@ static int check_job_script(struct app *app, char *err, size_t errlen)
 }
 
 
+static void check_input(const struct app *app, struct config_check_input *in)
+{
+	memset(in, 0, sizeof *in);
+	in->cfg = &app->cfg;
+	in->limits = &app->limits;
+	in->memory_limit_bytes = app->memory_limit;
+	in->memory_limit_source = app->memory_source;
+}
+
+
+/* Runs policies/config.lua. --check-config only prints what it found; a
+ * normal start logs every finding once and stops at the first error,
+ * before anything connects. */
+static int check_config(struct app *app, char *err, size_t errlen)
+{
+	struct config_check_input in;
+
+	check_input(app, &in);
+	if (config_check_run(app->cfg.policy_dir, &in, &app->report, err,
+			     errlen) < 0)
+		return -EINVAL;
+	if (app->check_only)
+		return 0;
+	config_check_log(&app->report, NULL);
+	for (int i = 0; i < app->report.nfindings; i++) {
+		const struct config_finding *f = &app->report.findings[i];
+
+		if (f->severity == CONFIG_ERROR) {
+			snprintf(err, errlen, "%s: %s", f->code, f->message);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
+
+/* Loads memory.lua (the governor takes the probe) and failure.lua, so
+ * a broken policy stops start-up before anything connects. */
+static int open_policies(struct app *app, char *err, size_t errlen)
+{
+	int rc = governor_open(app->cfg.policy_dir, app->probe, &app->limits,
+			       app->cfg.prefetch, &app->governor, err, errlen);
+
+	if (rc < 0)
+		return rc;
+	app->probe = NULL;
+	rc = failure_open(app->cfg.policy_dir, &app->failure, err, errlen);
+	if (rc == 0)
+		app->failure_open = 1;
+	return rc;
+}
+
+
 static int load_settings(struct app *app)
 {
 	struct limits_context ctx = { 0 };
@@ -163,7 +239,9 @@ static int load_settings(struct app *app)
 	ctx.prefetch = app->cfg.prefetch;
 	if (policy_load_limits(app->cfg.policy_dir, &ctx, &app->limits, err,
 			       sizeof err) < 0 ||
-	    check_job_script(app, err, sizeof err) < 0)
+	    check_job_script(app, err, sizeof err) < 0 ||
+	    check_config(app, err, sizeof err) < 0 ||
+	    open_policies(app, err, sizeof err) < 0)
 		goto fail;
 	return 0;
 fail:
@@ -173,17 +251,46 @@ fail:
 }
 
 
+/* Opens the crash ledger, counting what the previous process left in
+ * flight, before any job can start. */
+static int open_ledger(struct app *app)
+{
+	char err[1024];
+	int counted = 0;
+
+	if (!strcmp(app->cfg.state_dir, "off")) {
+		LOG(LOG_WARN, "ledger_off",
+		    LF_S("reason", "STATE_DIR=off: no crash quarantine"));
+		return 0;
+	}
+	if (ledger_open(app->cfg.state_dir, app->cfg.amqp_queue, &app->ledger,
+			&counted, err, sizeof err) < 0) {
+		LOG(LOG_ERROR, "ledger_failed", LF_S("reason", err));
+		return -EIO;
+	}
+	if (counted)
+		LOG(LOG_WARN, "crash_detected",
+		    LF_I("in_flight_at_crash", counted),
+		    LF_S("ledger", app->cfg.state_dir));
+	return 0;
+}
+
+
 static int start_workers(struct app *app)
 {
 	struct job_env env = {
 		.script_path = app->cfg.job_script,
 		.limits = app->limits,
 		.db = app->db,
+		.ledger = app->ledger,
+		.shared = &app->shared,
+		.quarantine_after = app->failure.quarantine_after,
 		.db_wait_ms = DB_WAIT_MS,
 	};
 	char err[1024];
 	int rc;
 
+	limits_shared_init(&app->shared, &app->limits);
 	app->states = calloc((size_t)app->cfg.concurrency, sizeof *app->states);
 	if (!app->states)
 		return -ENOMEM;
@@ -206,6 +313,55 @@ fail:
 }
 
 
+/* SIGHUP: every policy is loaded into a fresh state and tried; only
+ * when all pass do they replace the ones in force, at once, and the
+ * limits cached in C change with them. A refusal leaves everything as it
+ * was and raises an alert saying why. Runs on the loop thread. */
+static void reload_policies(void *ctx)
+{
+	struct app *app = ctx;
+	struct limits_context lctx = {
+		.memory_limit_bytes = app->memory_limit,
+		.concurrency = app->cfg.concurrency,
+		.prefetch = app->cfg.prefetch,
+	};
+	struct failure_policy failure;
+	struct policy memory;
+	struct limits lim;
+	struct alert a;
+	char err[1024];
+	int rc;
+
+	rc = policy_load_limits(app->cfg.policy_dir, &lctx, &lim, err,
+				sizeof err);
+	if (rc == 0)
+		rc = governor_prepare(app->governor, app->cfg.policy_dir,
+				      &memory, err, sizeof err);
+	if (rc == 0) {
+		rc = failure_prepare(app->cfg.policy_dir, &failure, err,
+				     sizeof err);
+		if (rc < 0)
+			policy_close(&memory);
+	}
+	if (rc < 0) {
+		LOG(LOG_ERROR, "policy_reload_refused", LF_S("reason", err));
+		alert_init(&a, "policy_reload", "warning", "policy_reload",
+			   err);
+		alerts_raise(app->alerts, &a);
+		return;
+	}
+	/* TODO: reload alerts.lua too; it is read once, at start-up. */
+	governor_commit(app->governor, &memory, &lim);
+	failure_close(&app->failure);
+	app->failure = failure;
+	app->limits = lim;
+	limits_shared_set(&app->shared, &lim);
+	LOG(LOG_INFO, "policies_reloaded",
+	    LF_U("max_message_bytes", lim.max_message_bytes),
+	    LF_S("policy_dir", app->cfg.policy_dir));
+}
+
+
 static void install_signals(void)
 {
 	struct sigaction sa;
@@ -214,6 +370,8 @@ static void install_signals(void)
 	sa.sa_handler = on_signal;
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+	sa.sa_handler = on_hangup;
+	sigaction(SIGHUP, &sa, NULL);
 	sa.sa_handler = SIG_IGN;
 	sigaction(SIGPIPE, &sa, NULL);
 }
@@ -234,7 +392,7 @@ static void log_summary(const struct consumer_summary *s)
 	    LF_U("job_error", s->counts[OUTCOME_JOB_ERROR]),
 	    LF_U("shutdown", s->counts[OUTCOME_SHUTDOWN]),
 	    LF_U("bytes_in", s->bytes_in), LF_U("pauses", s->pauses),
-	    LF_U("reconnects", s->reconnects),
+	    LF_U("reconnects", s->reconnects), LF_U("retries", s->retries),
 	    LF_B("recycled", s->recycled), LF_D("seconds", s->seconds),
 	    LF_D("msgs_per_s",
 		 s->seconds > 0 ? (double)total / s->seconds : 0.0),
@@ -244,13 +402,52 @@ static void log_summary(const struct consumer_summary *s)
 
 static void teardown(struct app *app)
 {
+	metrics_stop(app->metrics);
 	pool_stop(app->pool);
+	/* After the workers, which may raise alerts until they stop. */
+	if (alerts_stop(app->alerts) == 0)
+		alerts_global_cleanup();
 	governor_close(app->governor);
 	mem_probe_close(app->probe);
+	if (app->failure_open)
+		failure_close(&app->failure);
+	ledger_close(app->ledger);
 	for (int i = 0; i < app->nstates; i++)
 		job_state_free(app->states[i]);
 	free(app->states);
 	db_pool_close(app->db);
+}
+
+
+/* Asks the server for max_connections once and logs what config.lua
+ * finds with it that it did not find before (case 020). Never fatal: the
+ * pool is open by now, and a server short of connections is the pool's
+ * to live with. */
+static void check_server(struct app *app)
+{
+	struct config_report *again = malloc(sizeof *again);
+	struct config_check_input in;
+	char err[1024] = "no database connection came free";
+	PGconn *conn = NULL;
+	int rc = -ENOMEM;
+
+	check_input(app, &in);
+	if (again)
+		rc = db_pool_acquire(app->db, DB_WAIT_MS, &conn, err,
+				     sizeof err);
+	if (rc == 0) {
+		rc = config_check_server_max(conn, &in.server_max_connections,
+					     err, sizeof err);
+		db_pool_release(app->db, conn);
+	}
+	if (rc == 0)
+		rc = config_check_run(app->cfg.policy_dir, &in, again, err,
+				      sizeof err);
+	if (rc == 0)
+		config_check_log(again, &app->report);
+	else
+		LOG(LOG_WARN, "server_check_failed", LF_S("reason", err));
+	free(again);
 }
 
 
@@ -261,12 +458,28 @@ static int run(struct app *app)
 		.limits = &app->limits,
 		.drain = app->drain,
 		.stop = &stop_requested,
+		.reload = &reload_requested,
+		.on_reload = reload_policies,
+		.reload_ctx = app,
 	};
 	struct consumer_summary sum;
 	char err[1024];
 	char masked[512];
 	int rc;
 
+	/* First, so /healthz answers while the database and broker are
+	 * still being reached; a bad METRICS_ADDR is a configuration
+	 * error, a port someone else holds is not. */
+	rc = metrics_start(app->cfg.metrics_addr, &app->metrics, err,
+			   sizeof err);
+	if (rc < 0) {
+		LOG(LOG_ERROR, "metrics_failed", LF_S("reason", err));
+		fprintf(stderr, "moonrabbit: %s\n", err);
+		return rc == -EINVAL ? EXIT_CONFIG : 1;
+	}
+	if (app->metrics)
+		LOG(LOG_INFO, "metrics_listening",
+		    LF_S("addr", app->cfg.metrics_addr));
 	config_mask_url(app->cfg.database_url, masked, sizeof masked);
 	if (db_pool_open(app->cfg.database_url, app->cfg.db_pool_size, &app->db,
 			 err, sizeof err) < 0) {
@@ -274,19 +487,25 @@ static int run(struct app *app)
 		    LF_S("reason", err));
 		return 1;
 	}
-	if (start_workers(app) < 0)
-		return 1;
-	if (governor_open(app->cfg.policy_dir, app->probe, &app->limits,
-			  app->cfg.prefetch, &app->governor, err,
-			  sizeof err) < 0) {
+	check_server(app);
+	if (alerts_start(app->cfg.policy_dir, app->cfg.alert_webhook_url,
+			 &app->alerts, err, sizeof err) < 0) {
 		LOG(LOG_ERROR, "config_error", LF_S("reason", err));
 		fprintf(stderr, "moonrabbit: configuration error: %s\n", err);
 		return EXIT_CONFIG;
 	}
-	app->probe = NULL;
+	if (open_ledger(app) < 0)
+		return 1;
+	if (start_workers(app) < 0)
+		return 1;
+	metrics_set(app->metrics, MG_POOL_THREADS, app->nstates);
+	metrics_set(app->metrics, MG_MEM_LIMIT, (double)app->memory_limit);
 	install_signals();
 	opts.pool = app->pool;
 	opts.governor = app->governor;
+	opts.failure = &app->failure;
+	opts.alerts = app->alerts;
+	opts.metrics = app->metrics;
 	rc = consumer_run(&opts, &sum, err, sizeof err);
 	log_summary(&sum);
 	app->abandoned = sum.abandoned;
@@ -306,18 +525,24 @@ int main(int argc, char **argv)
 	memset(&app, 0, sizeof app);
 	if (parse_args(&app, argc, argv) < 0)
 		return EXIT_CONFIG;
+	/* libcurl's global set-up is not thread-safe: it runs before any
+	 * thread exists. */
+	if (alerts_global_init() < 0) {
+		fprintf(stderr, "moonrabbit: cannot initialise libcurl\n");
+		return 1;
+	}
 	if (load_settings(&app) < 0) {
-		mem_probe_close(app.probe);
+		teardown(&app);
 		return EXIT_CONFIG;
 	}
 	cap_arenas(app.cfg.concurrency);
 	if (app.check_only) {
-		printf("configuration ok: max_message_bytes=%llu "
-		       "concurrency=%d prefetch=%d\n",
-		       (unsigned long long)app.limits.max_message_bytes,
-		       app.cfg.concurrency, app.cfg.prefetch);
-		mem_probe_close(app.probe);
-		return 0;
+		struct config_check_input in;
+
+		check_input(&app, &in);
+		config_check_print(&app.report, &in, stdout);
+		teardown(&app);
+		return app.report.errors ? EXIT_CONFIG : 0;
 	}
 	rc = run(&app);
 	/* Jobs past the grace period are not waited for: their deliveries

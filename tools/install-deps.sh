@@ -7,17 +7,26 @@ set -euo pipefail
 
 # Build and runtime libraries.
 build_pkgs="build-essential cmake pkg-config liblua5.4-dev lua5.4
-librabbitmq-dev libpq-dev libcurl4-openssl-dev lua-cjson"
+librabbitmq-dev libpq-dev libcurl4-openssl-dev libmicrohttpd-dev lua-cjson"
+# What the built binary loads, and curl for the container's health check;
+# the image's final stage installs only these.
+runtime_pkgs="liblua5.4-0 librabbitmq4 libpq5 libcurl4 libmicrohttpd12
+lua-cjson ca-certificates curl"
 # Services the tests and the demo start on loopback.
 service_pkgs="rabbitmq-server postgresql-15 postgresql-client-15"
 # Checkers the test command runs.
-check_pkgs="lua-busted lua-check valgrind clang-format"
+check_pkgs="lua-busted lua-check valgrind clang-format curl prometheus
+docker-compose socat"
+# The benchmark's Python peer and GNU time for peak RSS (bench/run.sh).
+bench_pkgs="python3 python3-pika python3-psycopg2 python3-psutil time"
 
 want="$build_pkgs"
 case "${1:-all}" in
   build) ;;
-  all) want="$want $service_pkgs $check_pkgs" ;;
-  *) echo "usage: $0 [all|build]" >&2; exit 2 ;;
+  runtime) want="$runtime_pkgs" ;;
+  all) want="$want $service_pkgs $check_pkgs $bench_pkgs" ;;
+  bench) want="$want $service_pkgs $bench_pkgs valgrind" ;;
+  *) echo "usage: $0 [all|build|runtime|bench]" >&2; exit 2 ;;
 esac
 
 missing=()

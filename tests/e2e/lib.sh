@@ -18,6 +18,8 @@ WORK=$(mktemp -d "/tmp/mr-$TEST_NAME-XXXXXX")
 export AMQP_QUEUE="e2e.$TEST_NAME.$$"
 export POLICY_DIR=$REPO/policies
 export JOB_SCRIPT=$REPO/scripts/analyze_conversation.lua
+# Tests may run side by side; a test that wants metrics picks a port.
+export METRICS_ADDR=${METRICS_ADDR:-off}
 TEST_DB="mr_${TEST_NAME//-/_}_$$"
 export DATABASE_URL_ADMIN=$DATABASE_URL
 export DATABASE_URL="${DATABASE_URL%/*}/$TEST_DB"
