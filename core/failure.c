@@ -97,6 +97,22 @@ int failure_decide(struct failure_policy *f, const char *reason, int attempts,
 }
 
 
+int failure_prepare(const char *dir, struct failure_policy *fresh, char *err,
+		    size_t errlen)
+{
+	struct failure_decision d;
+	int rc = failure_open(dir, fresh, err, errlen);
+
+	/* A dry run on a typical failure catches a decide() that raises. */
+	if (rc == 0)
+		rc = failure_decide(fresh, "SQLSTATE 08006: connection failure",
+				    0, &d, err, errlen);
+	if (rc < 0 && fresh->policy.L)
+		failure_close(fresh);
+	return rc;
+}
+
+
 void failure_close(struct failure_policy *f)
 {
 	policy_close(&f->policy);

@@ -34,6 +34,11 @@ int failure_open(const char *dir, struct failure_policy *f, char *err,
 int failure_decide(struct failure_policy *f, const char *reason, int attempts,
 		   struct failure_decision *d, char *err, size_t errlen);
 
+/* Loads failure.lua into *fresh and dry-runs it. Returns 0, or -EINVAL
+ * with err (nothing left open). */
+int failure_prepare(const char *dir, struct failure_policy *fresh, char *err,
+		    size_t errlen);
+
 void failure_close(struct failure_policy *f);
 
 #endif

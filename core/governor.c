@@ -70,6 +70,37 @@ int governor_sample(struct governor *g, double now, struct mem_sample *s,
 }
 
 
+int governor_prepare(struct governor *g, const char *policy_dir,
+		     struct policy *fresh, char *err, size_t errlen)
+{
+	struct mem_decision d;
+	struct mem_sample s;
+	int rc = policy_open(policy_dir, "memory.lua", fresh, err, errlen);
+
+	if (rc < 0)
+		return rc;
+	/* A dry run on a real sample: a policy that raises or answers
+	 * nonsense is refused now, not at the next sample. */
+	rc = mem_probe_sample(g->probe, &s);
+	if (rc == 0)
+		rc = mem_policy_decide(fresh, &s, &g->state, &d, err, errlen);
+	if (rc < 0)
+		policy_close(fresh);
+	return rc;
+}
+
+
+void governor_commit(struct governor *g, struct policy *fresh,
+		     const struct limits *lim)
+{
+	policy_close(&g->policy);
+	g->policy = *fresh;
+	g->every_msgs = lim->probe_every_messages;
+	g->every_s = (double)lim->probe_every_seconds;
+	g->next_at = 0;
+}
+
+
 void governor_close(struct governor *g)
 {
 	if (!g)

@@ -36,6 +36,15 @@ int governor_due(const struct governor *g, double now);
 int governor_sample(struct governor *g, double now, struct mem_sample *s,
 		    struct mem_decision *d, char *err, size_t errlen);
 
+/* Loads memory.lua afresh into *fresh and dry-runs it on a new sample.
+ * Returns 0, or -EINVAL with err (nothing left open). Loop thread. */
+int governor_prepare(struct governor *g, const char *policy_dir,
+		     struct policy *fresh, char *err, size_t errlen);
+
+/* Puts a prepared policy and lim's cadence in force; takes *fresh. */
+void governor_commit(struct governor *g, struct policy *fresh,
+		     const struct limits *lim);
+
 void governor_close(struct governor *g);
 
 #endif

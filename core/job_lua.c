@@ -40,9 +40,10 @@ struct job_state {
 	int ref_encode;
 	int ref_host;
 	int ref_msg_mt;
-	int batchable;	   /* the script lets the host own transactions */
-	int keep_body;	   /* a batch may need to run the job again */
-	int decode_failed; /* msg.body could not be decoded */
+	int batchable;		 /* the script lets the host own transactions */
+	int keep_body;		 /* a batch may need to run the job again */
+	unsigned limits_version; /* of env.shared last copied */
+	int decode_failed;	 /* msg.body could not be decoded */
 	char decode_error[128];
 	PGconn *conn;	 /* checked out for the running job */
 	struct job *job; /* the running job, for logs */
@@ -704,6 +705,14 @@ int job_state_gate(struct job_state *js, struct job *job)
 {
 	struct gate_report rep;
 
+	/* After a policy reload the state is rebuilt, so lua-cjson's depth
+	 * and the allocator's ceiling follow the new limits too. */
+	if (js->env.shared &&
+	    limits_shared_refresh(js->env.shared, &js->limits_version,
+				  &js->env.limits)) {
+		js->broken = js->limits_version > 1;
+		rebuild_if_broken(js);
+	}
 	job->outcome =
 		gate_fields(job->body, job->body_len, &js->env.limits, &rep);
 	if (job->outcome != OUTCOME_OK) {

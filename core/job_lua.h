@@ -5,6 +5,7 @@
 
 #include "db_pool.h"
 #include "job.h"
+#include "limits_shared.h"
 #include "msg_limits.h"
 
 /*
@@ -23,6 +24,7 @@ struct job_env {
 	struct limits limits;
 	struct db_pool *db;
 	struct ledger *ledger;
+	struct limits_shared *shared;	   /* NULL: limits never change */
 	int quarantine_after;		   /* crashes before a job is refused */
 	/* may be NULL: no crash ledger */ /* may be NULL: host.db then
 					      raises */
