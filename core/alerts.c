@@ -478,31 +478,6 @@ static int is_setting(const char *key)
 }
 
 
-/* Refuses keys of the table on top the host does not know, so a
- * misspelt setting is an error rather than a silent default. */
-static int unknown_setting(lua_State *L, const char *path, char *err,
-			   size_t errlen)
-{
-	lua_pushnil(L);
-	while (lua_next(L, -2)) {
-		const char *key = lua_type(L, -2) == LUA_TSTRING
-					  ? lua_tostring(L, -2)
-					  : "";
-
-		lua_pop(L, 1);
-		if (!is_setting(key)) {
-			snprintf(err, errlen,
-				 "%s: settings field '%s' is not a known "
-				 "setting: check its spelling",
-				 path, key);
-			lua_pop(L, 1);
-			return -EINVAL;
-		}
-	}
-	return 0;
-}
-
-
 static int read_format_name(lua_State *L, const char *path, struct settings *s,
 			    char *err, size_t errlen)
 {
@@ -536,7 +511,8 @@ static int check_settings(lua_State *L, const char *path, struct settings *s,
 			 luaL_typename(L, -1));
 		return -EINVAL;
 	}
-	if (unknown_setting(L, path, err, errlen) < 0 ||
+	if (policy_unknown_key(L, is_setting, "settings.", "setting", path, err,
+			       errlen) < 0 ||
 	    read_format_name(L, path, s, err, errlen) < 0)
 		return -EINVAL;
 	for (size_t i = 0; i < NSETTINGS; i++) {

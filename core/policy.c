@@ -196,11 +196,9 @@ static int is_field_limit_key(const char *key)
 }
 
 
-/* Refuses keys the host does not know in the table on top, so a misspelt
- * limit is an error rather than a silent default. */
-static int unknown_key(lua_State *L, int (*known)(const char *),
-		       const char *prefix, const char *path, char *err,
-		       size_t errlen)
+int policy_unknown_key(lua_State *L, int (*known)(const char *),
+		       const char *prefix, const char *noun, const char *path,
+		       char *err, size_t errlen)
 {
 	lua_pushnil(L);
 	while (lua_next(L, -2)) {
@@ -211,9 +209,9 @@ static int unknown_key(lua_State *L, int (*known)(const char *),
 		lua_pop(L, 1);
 		if (!known(key)) {
 			snprintf(err, errlen,
-				 "%s: field '%s%s' is not a known limit: "
+				 "%s: field '%s%s' is not a known %s: "
 				 "check its spelling",
-				 path, prefix, key);
+				 path, prefix, key, noun);
 			lua_pop(L, 1);
 			return -EINVAL;
 		}
@@ -231,7 +229,8 @@ static int read_field_limit(lua_State *L, const char *path,
 
 	snprintf(prefix, sizeof prefix, "fields.%s.", fl->name);
 	if (lua_istable(L, -1) &&
-	    unknown_key(L, is_field_limit_key, prefix, path, err, errlen) < 0)
+	    policy_unknown_key(L, is_field_limit_key, prefix, "limit", path,
+			       err, errlen) < 0)
 		return -EINVAL;
 	if (!lua_istable(L, -1)) {
 		snprintf(err, errlen,
@@ -321,7 +320,8 @@ static int read_limits(lua_State *L, const char *path, struct limits *lim,
 			 path, luaL_typename(L, -1));
 		return -EINVAL;
 	}
-	if (unknown_key(L, is_limit_key, "", path, err, errlen) < 0)
+	if (policy_unknown_key(L, is_limit_key, "", "limit", path, err,
+			       errlen) < 0)
 		return -EINVAL;
 	for (size_t i = 0; i < sizeof limit_fields / sizeof *limit_fields;
 	     i++) {

@@ -46,6 +46,13 @@ int policy_read_u64(lua_State *L, const char *path, const char *prefix,
 		    unsigned long long max, unsigned long long *out, char *err,
 		    size_t errlen);
 
+/* Refuses a key of the table on top that known() does not accept, so a
+ * misspelt field is an error rather than a silent default; err reads
+ * "<path>: field '<prefix><key>' is not a known <noun>: ...". */
+int policy_unknown_key(lua_State *L, int (*known)(const char *),
+		       const char *prefix, const char *noun, const char *path,
+		       char *err, size_t errlen);
+
 /* ---- limits.lua ---------------------------------------------------- */
 
 /* Loads <dir>/limits.lua, calls for_context(ctx) and validates the

@@ -32,14 +32,7 @@ policy_copy "$POLICY_DIR" \
 # A cgroup v2 tree with a limit of 10^9 bytes, so a percentage of it is
 # exact: at 70 % the level is warning while prefetch is still full.
 root=$WORK/root
-mkdir -p "$root/proc/self" "$root/sys/fs/cgroup"
-echo "0::/" >"$root/proc/self/cgroup"
-echo "30 24 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw" \
-  >"$root/proc/self/mountinfo"
-echo "MemTotal: 16303932 kB" >"$root/proc/meminfo"
-printf 'Name:\tmoonrabbit\nVmRSS:\t10240 kB\n' >"$root/proc/self/status"
-echo 1000000000 >"$root/sys/fs/cgroup/memory.max"
-printf 'anon 0\nfile 0\ninactive_file 0\n' >"$root/sys/fs/cgroup/memory.stat"
+cgroup_fixture "$root" 1000000000
 export MOONRABBIT_PROC_ROOT=$root/proc MOONRABBIT_SYS_ROOT=$root/sys
 use_percent() {  # use_percent PERCENT [WRITER]
   local tmp=$root/sys/fs/cgroup/memory.current.${2:-main}
@@ -58,14 +51,6 @@ stop_helpers() {
 }
 trap stop_helpers EXIT
 
-wait_for() {  # wait_for SECONDS COMMAND...
-  local deadline=$((SECONDS + $1))
-  shift
-  until "$@"; do
-    [ "$SECONDS" -ge "$deadline" ] && return 1
-    sleep 0.1
-  done
-}
 
 # await SECONDS COMMAND...: wait_for that says so when it times out and
 # lets the script go on, so the checks that follow fail with a reason

@@ -10,15 +10,8 @@
 # A cgroup v2 tree with a 2 GiB limit, so the budget is compared with the
 # same limit on every machine.
 root=$WORK/root
-mkdir -p "$root/proc/self" "$root/sys/fs/cgroup"
-echo "0::/" >"$root/proc/self/cgroup"
-echo "30 24 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw" \
-  >"$root/proc/self/mountinfo"
-echo "MemTotal: 16303932 kB" >"$root/proc/meminfo"
-printf 'Name:\tmoonrabbit\nVmRSS:\t10240 kB\n' >"$root/proc/self/status"
-echo 2147483648 >"$root/sys/fs/cgroup/memory.max"
+cgroup_fixture "$root" 2147483648
 echo 104857600 >"$root/sys/fs/cgroup/memory.current"
-printf 'anon 0\nfile 0\ninactive_file 0\n' >"$root/sys/fs/cgroup/memory.stat"
 export MOONRABBIT_PROC_ROOT=$root/proc MOONRABBIT_SYS_ROOT=$root/sys
 export STOP_GRACE_PERIOD_SECONDS=40
 

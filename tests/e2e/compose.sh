@@ -12,35 +12,8 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 FILE=$REPO/docker-compose.worker.yml
 WORK=$(mktemp -d /tmp/mr-compose-XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
-passed=0
-failed=0
-
-check() {
-  if [ "$2" = "$3" ]; then
-    passed=$((passed + 1))
-    echo "ok   $1"
-  else
-    failed=$((failed + 1))
-    echo "FAIL $1: expected [$2], got [$3]"
-  fi
-}
-
-check_true() {
-  local name=$1
-  shift
-  if "$@"; then
-    passed=$((passed + 1))
-    echo "ok   $name"
-  else
-    failed=$((failed + 1))
-    echo "FAIL $name: [$*] is false"
-  fi
-}
-
-finish() {
-  echo "compose: $passed passed, $failed failed"
-  [ "$failed" -eq 0 ]
-}
+TEST_NAME=compose
+. "$REPO/tests/e2e/assert.sh"
 
 if ! command -v docker-compose >/dev/null; then
   echo "FAIL docker-compose is not installed (tools/install-deps.sh)"

@@ -24,14 +24,6 @@ grep -o '"conversation_id": "[^"]*"' "$CORPUS" | cut -d'"' -f4 | sort \
   >"$WORK/expected"
 total=$(wc -l <"$WORK/expected")
 
-wait_for() {  # wait_for SECONDS COMMAND...
-  local deadline=$((SECONDS + $1))
-  shift
-  until "$@"; do
-    [ "$SECONDS" -ge "$deadline" ] && return 1
-    sleep 0.2
-  done
-}
 stored_some() { [ "$(sql "SELECT count(*) FROM conversation_stats" 2>/dev/null || echo 0)" -gt "$1" ]; }
 
 fresh() {

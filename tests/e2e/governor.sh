@@ -11,14 +11,7 @@ policy_copy "$POLICY_DIR" \
 
 # A cgroup v2 tree with a 1 GiB limit; memory.current is the dial.
 root=$WORK/root
-mkdir -p "$root/proc/self" "$root/sys/fs/cgroup"
-echo "0::/" >"$root/proc/self/cgroup"
-echo "30 24 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw" \
-  >"$root/proc/self/mountinfo"
-echo "MemTotal: 16303932 kB" >"$root/proc/meminfo"
-printf 'Name:\tmoonrabbit\nVmRSS:\t10240 kB\n' >"$root/proc/self/status"
-echo 1073741824 >"$root/sys/fs/cgroup/memory.max"
-printf 'anon 0\nfile 0\ninactive_file 0\n' >"$root/sys/fs/cgroup/memory.stat"
+cgroup_fixture "$root" 1073741824
 export MOONRABBIT_PROC_ROOT=$root/proc MOONRABBIT_SYS_ROOT=$root/sys
 LIMIT=1073741824
 use_percent() {
@@ -27,14 +20,6 @@ use_percent() {
     "$root/sys/fs/cgroup/memory.current"
 }
 
-wait_for() {  # wait_for SECONDS COMMAND...
-  local deadline=$((SECONDS + $1))
-  shift
-  until "$@"; do
-    [ "$SECONDS" -ge "$deadline" ] && return 1
-    sleep 0.2
-  done
-}
 logged() { grep -q "\"event\":\"$1\"" "$2"; }
 
 # Pause and resume.

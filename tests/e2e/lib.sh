@@ -12,6 +12,7 @@ set -euo pipefail
 : "${DATABASE_URL:?database URL, see tools/services.sh}"
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+. "$REPO/tests/e2e/assert.sh"
 CORPUS=${MOONRABBIT_CORPUS:-$REPO/../shared/corpus/conversations.jsonl}
 TEST_NAME=$(basename "$0" .sh)
 WORK=$(mktemp -d "/tmp/mr-$TEST_NAME-XXXXXX")
@@ -24,9 +25,6 @@ TEST_DB="mr_${TEST_NAME//-/_}_$$"
 export DATABASE_URL_ADMIN=$DATABASE_URL
 export DATABASE_URL="${DATABASE_URL%/*}/$TEST_DB"
 
-passed=0
-failed=0
-
 
 cleanup() {
   "$MRCTL" delete "$AMQP_QUEUE" "$AMQP_QUEUE.dlq" >/dev/null 2>&1 || true
@@ -38,38 +36,6 @@ cleanup() {
 trap cleanup EXIT
 
 psql "$DATABASE_URL_ADMIN" -qAtc "CREATE DATABASE $TEST_DB" >/dev/null
-
-
-# check NAME EXPECTED ACTUAL
-check() {
-  if [ "$2" = "$3" ]; then
-    passed=$((passed + 1))
-    echo "ok   $1"
-  else
-    failed=$((failed + 1))
-    echo "FAIL $1: expected [$2], got [$3]"
-  fi
-}
-
-
-# check_true NAME COMMAND...: passes when the command succeeds.
-check_true() {
-  local name=$1
-  shift
-  if "$@"; then
-    passed=$((passed + 1))
-    echo "ok   $name"
-  else
-    failed=$((failed + 1))
-    echo "FAIL $name: [$*] is false"
-  fi
-}
-
-
-finish() {
-  echo "$TEST_NAME: $passed passed, $failed failed"
-  [ "$failed" -eq 0 ]
-}
 
 
 sql() {
@@ -130,4 +96,20 @@ policy_copy() {
 publish_op() {
   echo "{\"op\":\"$1\"}" >"$WORK/op-body"
   "$MRCTL" publish "$WORK/op-body" --message-id "$2" >/dev/null
+}
+
+
+# cgroup_fixture ROOT LIMIT: a cgroup v2 tree under ROOT (proc/ and sys/)
+# with memory.max LIMIT, an RSS of 10 MiB and no page cache; the test
+# writes memory.current. Point MOONRABBIT_PROC_ROOT and _SYS_ROOT at it.
+cgroup_fixture() {
+  local root=$1
+  mkdir -p "$root/proc/self" "$root/sys/fs/cgroup"
+  echo "0::/" >"$root/proc/self/cgroup"
+  echo "30 24 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw" \
+    >"$root/proc/self/mountinfo"
+  echo "MemTotal: 16303932 kB" >"$root/proc/meminfo"
+  printf 'Name:\tmoonrabbit\nVmRSS:\t10240 kB\n' >"$root/proc/self/status"
+  echo "$2" >"$root/sys/fs/cgroup/memory.max"
+  printf 'anon 0\nfile 0\ninactive_file 0\n' >"$root/sys/fs/cgroup/memory.stat"
 }

@@ -25,14 +25,6 @@ free_port() {
   return 1
 }
 
-wait_for() {  # wait_for SECONDS COMMAND...
-  local deadline=$((SECONDS + $1))
-  shift
-  until "$@"; do
-    [ "$SECONDS" -ge "$deadline" ] && return 1
-    sleep 0.2
-  done
-}
 
 # status PATH: the HTTP status of GET PATH (000 when nothing answers); the
 # body lands in $WORK/body.

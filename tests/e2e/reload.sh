@@ -7,14 +7,6 @@
 export POLICY_DIR=$WORK/policies
 policy_copy "$POLICY_DIR"
 
-wait_for() {  # wait_for SECONDS COMMAND...
-  local deadline=$((SECONDS + $1))
-  shift
-  until "$@"; do
-    [ "$SECONDS" -ge "$deadline" ] && return 1
-    sleep 0.2
-  done
-}
 events() { grep -c "\"event\":\"$1\"" "$WORK/run.log" || true; }
 at_least() { [ "$(events "$1")" -ge "$2" ]; }
 stored() { sql "SELECT count(*) FROM conversation_stats" 2>/dev/null || echo 0; }
