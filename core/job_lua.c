@@ -313,21 +313,23 @@ static int l_json_encode(lua_State *L)
 }
 
 
-/* msg's __index: decodes the raw body kept under a key no script can
- * name, stores the result as msg.body and drops the raw copy. A body the
- * decoder refuses fails the job as invalid_json. */
+/* msg's __index: decodes the running job's body, stores the result as
+ * msg.body and forgets the job. A body the decoder refuses fails the job
+ * as invalid_json. */
 static int l_msg_index(lua_State *L)
 {
 	struct job_state *js = self(L);
 	const char *key = lua_tostring(L, 2);
+	struct job *job;
 
 	if (!key || strcmp(key, "body") != 0)
 		return 0;
 	lua_rawgetp(L, 1, &raw_body_key);
-	if (lua_isnil(L, -1))
-		return 1;
+	job = lua_touserdata(L, -1);
+	if (!job || !job->body)
+		return 0; /* the job has ended: its body is gone */
 	lua_rawgeti(L, LUA_REGISTRYINDEX, js->ref_decode);
-	lua_insert(L, -2);
+	lua_pushlstring(L, job->body, job->body_len);
 	lua_call(L, 1, 2);
 	if (!lua_istable(L, -2)) {
 		snprintf(js->decode_error, sizeof js->decode_error, "%s",
@@ -535,16 +537,16 @@ static void set_reason(struct job *job, enum outcome o, const char *msg)
 }
 
 
-/* Pushes msg = {properties = {...}} whose body is decoded on first use
- * (a job that never reads msg.body never pays for the decode; the gate
- * has already validated the JSON). The C copy lives on until the job
- * ends, since a failed job may be retried from it. Returns 0. */
+/* Pushes msg = {properties = {...}} whose body is decoded on first use:
+ * a job that never reads msg.body pays neither for the decode nor for a
+ * Lua copy of the body (the gate has already validated the JSON). msg
+ * holds the job under a key no script can name. Returns 0. */
 static int push_msg(struct job_state *js, struct job *job)
 {
 	lua_State *L = js->L;
 
 	lua_createtable(L, 0, 2);
-	lua_pushlstring(L, job->body, job->body_len);
+	lua_pushlightuserdata(L, job);
 	lua_rawsetp(L, -2, &raw_body_key);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, js->ref_msg_mt);
 	lua_setmetatable(L, -2);
@@ -629,6 +631,10 @@ static int run_protected(lua_State *L)
 	lua_settop(L, 0);
 	if (push_msg(js, job) == 0)
 		call_handle(js, job);
+	/* msg points at the job's C body, which is freed after this job; a
+	 * script that kept msg must find nothing there, not freed memory. */
+	lua_pushnil(L);
+	lua_rawsetp(L, 1, &raw_body_key);
 	return 0;
 }
 

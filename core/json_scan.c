@@ -107,10 +107,26 @@ static uint64_t has_zero(uint64_t x)
 
 
 /* Advances s->p over string bytes that need no attention: not a quote,
- * not a backslash, not a control byte. Eight bytes per step, since string
- * contents are most of any body and a byte loop dominated the profile. */
+ * not a backslash, not a control byte. A byte loop dominated the profile
+ * of 1 KiB messages, so plain runs are skipped in blocks. */
 static void skip_plain(struct scan *s)
 {
+	/* Sixteen bytes per step with the compiler's vector extension (SSE2
+	 * or NEON underneath): a 1 MiB string body is most of what the gate
+	 * reads, and it must cost well under a copy of it. */
+	typedef unsigned char v16 __attribute__((vector_size(16)));
+
+	while (s->end - s->p >= 16) {
+		v16 x, hit;
+		uint64_t half[2];
+
+		memcpy(&x, s->p, 16);
+		hit = (v16)((x == '"') | (x == '\\') | (x < 0x20));
+		memcpy(half, &hit, 16);
+		if (half[0] | half[1])
+			break;
+		s->p += 16;
+	}
 	while (s->end - s->p >= 8) {
 		uint64_t x;
 

@@ -50,4 +50,14 @@ check "the deep encode is a caught error" 1 \
      grep -c 'excessive nesting')"
 check "the job still succeeds" 1 "$(summary "$WORK/encode.log" ok)"
 
+# A script that keeps msg past its job finds no body there afterwards
+# (the ASan run of this test would catch a read of freed memory).
+export JOB_SCRIPT=$REPO/tests/e2e/jobs/keep.lua
+publish_body after
+publish_body deep-ok
+rc=$(run_worker "$WORK/keep.log")
+check "keep run exits 0" 0 "$rc"
+check "the kept msg has no body" 1 \
+  "$(grep -c '"event":"kept_body".*"seen":"nil"' "$WORK/keep.log")"
+
 finish
