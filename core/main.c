@@ -52,6 +52,7 @@ struct app {
 	int nstates;
 	struct pool *pool;
 	struct alerts *alerts;	 /* NULL until run() starts it */
+	int curl_ready;		 /* libcurl initialised */
 	struct metrics *metrics; /* NULL: METRICS_ADDR=off */
 	int drain;
 	int check_only;
@@ -405,7 +406,7 @@ static void teardown(struct app *app)
 	metrics_stop(app->metrics);
 	pool_stop(app->pool);
 	/* After the workers, which may raise alerts until they stop. */
-	if (alerts_stop(app->alerts) == 0)
+	if (alerts_stop(app->alerts) == 0 && app->curl_ready)
 		alerts_global_cleanup();
 	governor_close(app->governor);
 	mem_probe_close(app->probe);
@@ -525,15 +526,20 @@ int main(int argc, char **argv)
 	memset(&app, 0, sizeof app);
 	if (parse_args(&app, argc, argv) < 0)
 		return EXIT_CONFIG;
-	/* libcurl's global set-up is not thread-safe: it runs before any
-	 * thread exists. */
-	if (alerts_global_init() < 0) {
-		fprintf(stderr, "moonrabbit: cannot initialise libcurl\n");
-		return 1;
-	}
 	if (load_settings(&app) < 0) {
 		teardown(&app);
 		return EXIT_CONFIG;
+	}
+	/* libcurl's global set-up is not thread-safe, so it runs before any
+	 * thread exists; and only with a webhook to send to, since it loads
+	 * the TLS library (about 3 MiB of RSS) whether used or not. */
+	if (app.cfg.alert_webhook_url[0]) {
+		if (alerts_global_init() < 0) {
+			fprintf(stderr, "moonrabbit: cannot initialise "
+					"libcurl\n");
+			return 1;
+		}
+		app.curl_ready = 1;
 	}
 	cap_arenas(app.cfg.concurrency);
 	if (app.check_only) {
