@@ -25,7 +25,7 @@ case "${1:-all}" in
   build) ;;
   runtime) want="$runtime_pkgs" ;;
   all) want="$want $service_pkgs $check_pkgs $bench_pkgs" ;;
-  bench) want="$want $service_pkgs $bench_pkgs valgrind" ;;
+  bench) want="$want $service_pkgs $bench_pkgs valgrind strace" ;;
   *) echo "usage: $0 [all|build|runtime|bench]" >&2; exit 2 ;;
 esac
 
