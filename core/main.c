@@ -351,7 +351,8 @@ static void reload_policies(void *ctx)
 		alerts_raise(app->alerts, &a);
 		return;
 	}
-	/* TODO: reload alerts.lua too; it is read once, at start-up. */
+	/* TODO: SIGHUP does not reload alerts.lua, so an edited alert format
+	 * takes a restart. */
 	governor_commit(app->governor, &memory, &lim);
 	failure_close(&app->failure);
 	app->failure = failure;

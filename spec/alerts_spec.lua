@@ -9,16 +9,7 @@ local STARTED = 1700000000
 local RAISED = 1700000060
 
 
-local function merge(base, over)
-  for key, value in pairs(over or {}) do
-    if value == ABSENT then
-      base[key] = nil
-    else
-      base[key] = value
-    end
-  end
-  return base
-end
+local merge = helpers.merge
 
 
 -- Returns the alert the host passes for a memory alert at 85 % on host

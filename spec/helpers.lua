@@ -39,6 +39,11 @@ local function merge(base, over)
 end
 
 
+-- Copies over's fields onto base (helpers.ABSENT deletes one); returns
+-- base. Specs use it to vary one field of a built example.
+helpers.merge = merge
+
+
 -- Returns a ctx for limits.for_context: memory limit unknown, concurrency
 -- 8, prefetch 16, with the fields of over replacing those.
 function helpers.context(over)
