@@ -738,6 +738,13 @@ static int turn(struct consumer *c)
 	metrics_set(c->o->metrics, MG_JOBS_QUEUED, queued);
 	metrics_set(c->o->metrics, MG_JOBS_ACTIVE, active);
 	metrics_set(c->o->metrics, MG_IN_FLIGHT, pool_in_flight(c->o->pool));
+	if (c->o->db && c->o->metrics) {
+		int in_use, waiting;
+
+		db_pool_load(c->o->db, &in_use, &waiting);
+		metrics_set(c->o->metrics, MG_DB_IN_USE, in_use);
+		metrics_set(c->o->metrics, MG_DB_WAITING, waiting);
+	}
 	rc = next_frame(c, &f);
 	if (rc == -EAGAIN)
 		return 0;

@@ -6,6 +6,7 @@
 
 #include "alerts.h"
 #include "config.h"
+#include "db_pool.h"
 #include "failure.h"
 #include "governor.h"
 #include "msg_limits.h"
@@ -25,6 +26,7 @@ struct consumer_opts {
 	const struct config *cfg;
 	const struct limits *limits;
 	struct pool *pool;
+	struct db_pool *db;		/* may be NULL; read for metrics only */
 	int drain;			/* exit once the queue is empty */
 	struct governor *governor;	/* NULL: no memory governor */
 	struct failure_policy *failure; /* NULL: job_errors dead-letter */

@@ -13,6 +13,7 @@ struct db_pool {
 	pthread_cond_t returned;
 	int size;
 	int nfree;
+	int waiting;   /* threads blocked in db_pool_acquire() */
 	PGconn **free; /* stack of idle connections */
 	PGconn **all;
 };
@@ -142,10 +143,12 @@ int db_pool_acquire(struct db_pool *pool, int timeout_ms, PGconn **out,
 
 	deadline_after(&deadline, timeout_ms);
 	pthread_mutex_lock(&pool->lock);
+	pool->waiting++;
 	while (pool->nfree == 0) {
 		if (pthread_cond_timedwait(&pool->returned, &pool->lock,
 					   &deadline) == ETIMEDOUT &&
 		    pool->nfree == 0) {
+			pool->waiting--;
 			pthread_mutex_unlock(&pool->lock);
 			snprintf(err, errlen,
 				 "no database connection free "
@@ -154,6 +157,7 @@ int db_pool_acquire(struct db_pool *pool, int timeout_ms, PGconn **out,
 			return -ETIMEDOUT;
 		}
 	}
+	pool->waiting--;
 	c = pool->free[--pool->nfree];
 	pthread_mutex_unlock(&pool->lock);
 
@@ -226,6 +230,15 @@ unsigned db_pool_release(struct db_pool *pool, PGconn *conn)
 
 	put_back(pool, conn);
 	return flags;
+}
+
+
+void db_pool_load(struct db_pool *pool, int *in_use, int *waiting)
+{
+	pthread_mutex_lock(&pool->lock);
+	*in_use = pool->size - pool->nfree;
+	*waiting = pool->waiting;
+	pthread_mutex_unlock(&pool->lock);
 }
 
 

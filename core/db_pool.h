@@ -38,6 +38,9 @@ int db_pool_acquire(struct db_pool *pool, int timeout_ms, PGconn **out,
 /* Cleans conn and returns it to the pool; returns db_release_flags. */
 unsigned db_pool_release(struct db_pool *pool, PGconn *conn);
 
+/* Connections checked out, and threads waiting for one; for metrics. */
+void db_pool_load(struct db_pool *pool, int *in_use, int *waiting);
+
 /* Connections checked out now; for metrics and tests. */
 int db_pool_in_use(struct db_pool *pool);
 

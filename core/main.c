@@ -504,6 +504,7 @@ static int run(struct app *app)
 	metrics_set(app->metrics, MG_MEM_LIMIT, (double)app->memory_limit);
 	install_signals();
 	opts.pool = app->pool;
+	opts.db = app->db;
 	opts.governor = app->governor;
 	opts.failure = &app->failure;
 	opts.alerts = app->alerts;
