@@ -742,13 +742,13 @@ void job_state_call(struct job_state *js, struct job *job)
 	if (quarantined(js, job))
 		goto out;
 	js->job = job;
-	ledger_start(js->env.ledger, job->ledger_key);
+	ledger_start(js->env.ledger, js->env.index, job->ledger_key);
 	lua_pushcfunction(js->L, run_protected);
 	lua_pushlightuserdata(js->L, js);
 	lua_pushlightuserdata(js->L, job);
 	rc = lua_pcall(js->L, 2, 0, 0);
 	/* It returned, so it did not kill the process. */
-	ledger_finish(js->env.ledger, job->ledger_key);
+	ledger_finish(js->env.ledger, js->env.index);
 	if (rc == LUA_ERRMEM) {
 		js->broken = 1;
 		set_reason(job, OUTCOME_JOB_ERROR,

@@ -264,8 +264,9 @@ static int open_ledger(struct app *app)
 		    LF_S("reason", "STATE_DIR=off: no crash quarantine"));
 		return 0;
 	}
-	if (ledger_open(app->cfg.state_dir, app->cfg.amqp_queue, &app->ledger,
-			&counted, err, sizeof err) < 0) {
+	if (ledger_open(app->cfg.state_dir, app->cfg.amqp_queue,
+			app->cfg.concurrency, &app->ledger, &counted, err,
+			sizeof err) < 0) {
 		LOG(LOG_ERROR, "ledger_failed", LF_S("reason", err));
 		return -EIO;
 	}

@@ -1,0 +1,153 @@
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "ledger.h"
+
+static char dir[] = "/tmp/test_ledger.XXXXXX";
+
+
+static struct ledger *open_ledger(int nslots, int *counted)
+{
+	struct ledger *l = NULL;
+	char err[256] = "";
+
+	CHECK_INT(0,
+		  ledger_open(dir, "q", nslots, &l, counted, err, sizeof err));
+	CHECK_STR("", err);
+	return l;
+}
+
+
+/* A child that starts jobs in the given slots and dies without
+ * finishing them stands for a worker killed mid-job. */
+static void crash_with(int nslots, const char *const *keys, int nkeys)
+{
+	pid_t pid = fork();
+	int status = 0;
+
+	if (pid == 0) {
+		int counted;
+		struct ledger *l = open_ledger(nslots, &counted);
+
+		for (int i = 0; i < nkeys; i++)
+			ledger_start(l, i, keys[i]);
+		_exit(0);
+	}
+	CHECK_INT(pid, waitpid(pid, &status, 0));
+}
+
+
+static void test_clean_stop_counts_nothing(void)
+{
+	int counted = -1;
+	struct ledger *l = open_ledger(2, &counted);
+
+	CHECK_INT(0, counted);
+	ledger_start(l, 0, "id:a");
+	ledger_finish(l, 0);
+	ledger_start(l, 1, "id:b");
+	ledger_finish(l, 1);
+	ledger_close(l);
+	l = open_ledger(2, &counted);
+	CHECK_INT(0, counted);
+	CHECK_INT(0, ledger_crashes(l, "id:a"));
+	ledger_close(l);
+}
+
+
+static void test_crash_counts_what_was_running(void)
+{
+	static const char *const running[] = { "id:poison", "id:bystander" };
+	int counted = -1;
+	struct ledger *l;
+
+	/* Slot 0 ran a job to its end before the crash; its key is still in
+	 * the slot's bytes but the slot is marked free. */
+	crash_with(3, running, 2);
+	l = open_ledger(3, &counted);
+	CHECK_INT(2, counted);
+	CHECK_INT(1, ledger_crashes(l, "id:poison"));
+	CHECK_INT(1, ledger_crashes(l, "id:bystander"));
+	CHECK_INT(0, ledger_crashes(l, "id:other"));
+	ledger_close(l);
+
+	/* A second crash with the poison alone adds to the carried count,
+	 * even with fewer slots than before. */
+	crash_with(1, running, 1);
+	l = open_ledger(1, &counted);
+	CHECK_INT(1, counted);
+	CHECK_INT(2, ledger_crashes(l, "id:poison"));
+	CHECK_INT(1, ledger_crashes(l, "id:bystander"));
+	/* Forgiven when it runs to its end. */
+	ledger_forget(l, "id:bystander");
+	CHECK_INT(0, ledger_crashes(l, "id:bystander"));
+	ledger_close(l);
+	l = open_ledger(1, &counted);
+	CHECK_INT(0, counted);
+	CHECK_INT(2, ledger_crashes(l, "id:poison"));
+	CHECK_INT(0, ledger_crashes(l, "id:bystander"));
+	ledger_close(l);
+}
+
+
+static void test_slot_bounds(void)
+{
+	int counted;
+	struct ledger *l = open_ledger(1, &counted);
+
+	/* Out of range slots and a NULL ledger are ignored, not written. */
+	ledger_start(l, 1, "id:x");
+	ledger_start(l, -1, "id:x");
+	ledger_start(NULL, 0, "id:x");
+	ledger_finish(NULL, 0);
+	ledger_close(l);
+	l = open_ledger(1, &counted);
+	CHECK_INT(0, counted);
+	ledger_close(l);
+}
+
+
+static void test_keys(void)
+{
+	char key[LEDGER_KEY_MAX];
+	char longid[300];
+
+	ledger_key("m-1", "{}", 2, key, sizeof key);
+	CHECK_STR("id:m-1", key);
+	memset(longid, 'x', sizeof longid - 1);
+	longid[sizeof longid - 1] = '\0';
+	ledger_key(longid, "{}", 2, key, sizeof key);
+	CHECK_INT(LEDGER_KEY_MAX - 1, strlen(key));
+	/* Without an id, equal bodies share a key and others do not. */
+	ledger_key("", "{\"a\":1}", 7, key, sizeof key);
+	CHECK_CONTAINS("body:", key);
+	CHECK_CONTAINS(":7", key);
+	{
+		char other[LEDGER_KEY_MAX];
+
+		ledger_key(NULL, "{\"a\":2}", 7, other, sizeof other);
+		CHECK_INT(1, strcmp(key, other) != 0);
+		ledger_key("-", "{\"a\":1}", 7, other, sizeof other);
+		CHECK_STR(key, other);
+	}
+}
+
+
+int main(void)
+{
+	char cmd[64];
+
+	if (!mkdtemp(dir))
+		return 1;
+	test_clean_stop_counts_nothing();
+	test_crash_counts_what_was_running();
+	test_slot_bounds();
+	test_keys();
+	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+	if (system(cmd) != 0)
+		return 1;
+	return check_report("test_ledger");
+}
