@@ -3,7 +3,7 @@
  * lua-cjson decodes it inside the state (the C body is freed as soon as
  * Lua holds its copy, so a body exists twice only for that moment), and
  * handle(msg, host) runs under a traceback handler, an allocation ceiling
- * and an instruction-count hook that enforces the time budget. A state
+ * and a time budget kept by the watchdog (watchdog.h). A state
  * that ran out of memory is rebuilt before the next job, since a script
  * interrupted mid-update cannot be trusted.
  */
@@ -22,10 +22,8 @@
 
 #include "gate.h"
 #include "log.h"
+#include "watchdog.h"
 
-/* Instructions between two looks at the clock: frequent enough that a
- * runaway loop overshoots its budget by well under a millisecond. */
-#define HOOK_EVERY	 10000
 #define QUERY_PARAMS_MAX 64
 #define LOG_FIELDS_MAX	 16
 
@@ -45,11 +43,13 @@ struct job_state {
 	unsigned limits_version; /* of env.shared last copied */
 	int decode_failed;	 /* msg.body could not be decoded */
 	char decode_error[128];
-	PGconn *conn;	 /* checked out for the running job */
-	struct job *job; /* the running job, for logs */
-	double deadline; /* monotonic seconds */
-	int broken;	 /* rebuild before the next job */
-	int hit_cap;	 /* the allocator refused during this job */
+	PGconn *conn;		       /* checked out for the running job */
+	struct job *job;	       /* the running job, for logs */
+	struct watch watch;	       /* the time budget */
+	int watched;		       /* watch is registered */
+	volatile sig_atomic_t in_call; /* handle() is running */
+	int broken;		       /* rebuild before the next job */
+	int hit_cap; /* the allocator refused during this job */
 };
 
 /* Its address keys the raw body in msg: unreachable from a script. */
@@ -105,15 +105,37 @@ static int traceback(lua_State *L)
 }
 
 
+/* The state whose handle() this thread runs, for the signal handler. */
+static _Thread_local struct job_state *running_state;
+
+
+/* Set only once the watchdog saw the job overrun. It stays set and
+ * raises at every instruction, so a script that catches the error
+ * cannot carry on. */
 static void budget_hook(lua_State *L, lua_Debug *ar)
 {
 	struct job_state *js;
+	long long d;
 
 	(void)ar;
 	lua_getallocf(L, (void **)&js);
-	if (js->deadline > 0 && monotonic_now() > js->deadline)
+	d = atomic_load_explicit(&js->watch.deadline_ms, memory_order_relaxed);
+	if (d != 0 && watchdog_now_ms() > d)
 		luaL_error(L, "job exceeded its time budget of %d ms",
 			   (int)js->env.limits.job_timeout_ms);
+	lua_sethook(L, NULL, 0, 0);
+}
+
+
+/* WATCHDOG_SIGNAL, on the overrunning worker's own thread. lua_sethook
+ * is the one Lua call meant for a signal handler. */
+static void on_overrun(int sig)
+{
+	struct job_state *js = running_state;
+
+	(void)sig;
+	if (js && js->in_call)
+		lua_sethook(js->L, budget_hook, LUA_MASKCOUNT, 1);
 }
 
 
@@ -461,10 +483,20 @@ static int build(struct job_state *js, char *err, size_t errlen)
 		return -EINVAL;
 	js->ref_host = make_host(js->L, js);
 	lua_settop(js->L, 0);
-	lua_sethook(js->L, budget_hook, LUA_MASKCOUNT, HOOK_EVERY);
 	js->mem_cap = js->env.limits.lua_memory_bytes;
 	js->broken = 0;
 	return 0;
+}
+
+
+/* A tick a twentieth of the budget, within 10..100 ms: the overshoot
+ * stays small beside the budget, and an idle worker wakes at most ten
+ * times a second. */
+static int watch_tick_ms(unsigned long long budget_ms)
+{
+	unsigned long long t = budget_ms / 20;
+
+	return t < 10 ? 10 : t > 100 ? 100 : (int)t;
 }
 
 
@@ -480,6 +512,13 @@ int job_state_new(const struct job_env *env, struct job_state **out, char *err,
 		job_state_free(js);
 		return -EINVAL;
 	}
+	if (watchdog_add(&js->watch, on_overrun,
+			 watch_tick_ms(env->limits.job_timeout_ms)) < 0) {
+		snprintf(err, errlen, "cannot start the job watchdog");
+		job_state_free(js);
+		return -ENOMEM;
+	}
+	js->watched = 1;
 	*out = js;
 	return 0;
 }
@@ -489,6 +528,8 @@ void job_state_free(struct job_state *js)
 {
 	if (!js)
 		return;
+	if (js->watched)
+		watchdog_remove(&js->watch);
 	if (js->L)
 		lua_close(js->L);
 	free(js);
@@ -594,10 +635,16 @@ static void call_handle(struct job_state *js, struct job *job)
 	lua_rawgeti(L, LUA_REGISTRYINDEX, js->ref_handle);
 	lua_pushvalue(L, -3);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, js->ref_host);
-	js->deadline = monotonic_now() +
-		       (double)js->env.limits.job_timeout_ms / 1000.0;
+	running_state = js;
+	js->in_call = 1;
+	watchdog_arm(&js->watch,
+		     watchdog_now_ms() +
+			     (long long)js->env.limits.job_timeout_ms);
 	rc = lua_pcall(L, 2, 2, -4);
-	js->deadline = 0;
+	watchdog_disarm(&js->watch);
+	js->in_call = 0;
+	if (lua_gethook(L))
+		lua_sethook(L, NULL, 0, 0);
 	if (js->decode_failed) {
 		js->decode_failed = 0;
 		set_reason(job, OUTCOME_INVALID_JSON, js->decode_error);

@@ -15,6 +15,8 @@ policy_copy "$POLICY_DIR" 's/^local JOB_TIMEOUT_MS = .*/local JOB_TIMEOUT_MS = 2
 export WORKER_CONCURRENCY_PER_WORKER=4
 publish_op hog hog
 publish_op loop loop
+publish_op loop_catch loop_catch
+publish_op sleep_sql sleep_sql
 publish_op gc_bomb gc_bomb
 for i in $(seq 1 10); do publish_op normal "n$i"; done
 rc=$(run_worker "$WORK/run.log")
@@ -24,11 +26,14 @@ check "the hog hits the memory ceiling" 1 \
   "$(grep '"message_id":"hog"' "$log" | grep -c 'Lua memory ceiling of 67108864')"
 check "the hog's state is rebuilt" 1 \
   "$(count_events "$log" lua_state_rebuilt)"
-check "the loop is stopped by the time budget" 1 \
-  "$(grep '"message_id":"loop"' "$log" | grep -c 'time budget of 2000 ms')"
+for id in loop loop_catch sleep_sql; do
+  check "$id is stopped by the time budget" 1 \
+    "$(grep "\"message_id\":\"$id\"" "$log" | grep -c 'time budget of 2000 ms')"
+done
 check "the ten normal messages and gc_bomb succeed" 11 "$(summary "$log" ok)"
-check "hog and loop are job_error" 2 "$(summary "$log" job_error)"
-check "dead-lettered: hog and loop" "hog loop" "$(dlq_ids | xargs)"
+check "hog and the three loops are job_error" 4 "$(summary "$log" job_error)"
+check "dead-lettered: hog and the loops" "hog loop loop_catch sleep_sql" \
+  "$(dlq_ids | sort | xargs)"
 
 # A caught out-of-memory error still leaves a fresh state for the next job.
 export WORKER_CONCURRENCY_PER_WORKER=1

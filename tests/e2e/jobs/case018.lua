@@ -22,6 +22,23 @@ local OPS = {
       n = n + 1
     end
   end,
+  -- Catches the budget error and loops on: the budget must still end it.
+  loop_catch = function()
+    while true do
+      pcall(function()
+        while true do
+        end
+      end)
+    end
+  end,
+  -- Overruns inside the database, then returns to Lua: stopped there.
+  sleep_sql = function(host)
+    host.db.query("SELECT pg_sleep(3)")
+    local n = 0
+    while true do
+      n = n + 1
+    end
+  end,
   count = function(host)
     host.log("info", "state_kib", { kib = math.floor(collectgarbage("count")) })
     return true
