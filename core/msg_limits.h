@@ -33,6 +33,7 @@ struct limits {
 	uint64_t job_timeout_ms;
 	uint64_t probe_every_messages;
 	uint64_t probe_every_seconds;
+	uint64_t probe_min_interval_ms; /* message-count samples, at most */
 	uint64_t backlog_alert;
 	uint64_t trim_after_bytes;
 };

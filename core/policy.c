@@ -25,21 +25,30 @@ struct u64_field {
 	size_t offset;
 	unsigned long long min;
 	unsigned long long max;
+	/* Fields added after the first release have a value when a policy
+	 * an operator edited before then leaves them out. */
+	int optional;
+	unsigned long long fallback;
 };
 
 #define LIM_OFF(f) offsetof(struct limits, f)
 
+/* A limit every policy must give, and one it may leave out. */
+/* clang-format off */
+#define REQUIRED(f, lo, hi)       { #f, LIM_OFF(f), lo, hi, 0, 0 }
+#define OPTIONAL(f, lo, hi, dflt) { #f, LIM_OFF(f), lo, hi, 1, dflt }
+/* clang-format on */
+
 static const struct u64_field limit_fields[] = {
-	{ "max_message_bytes", LIM_OFF(max_message_bytes), 1,
-	  LIMITS_MESSAGE_BYTES_MAX },
-	{ "lua_memory_bytes", LIM_OFF(lua_memory_bytes), LIMITS_LUA_MEMORY_MIN,
-	  LIMITS_LUA_MEMORY_MAX },
-	{ "job_timeout_ms", LIM_OFF(job_timeout_ms), 1, 24ULL * 3600 * 1000 },
-	{ "probe_every_messages", LIM_OFF(probe_every_messages), 1, 1000000 },
-	{ "probe_every_seconds", LIM_OFF(probe_every_seconds), 1, 86400 },
-	{ "backlog_alert", LIM_OFF(backlog_alert), 1, 1000000 },
-	{ "trim_after_bytes", LIM_OFF(trim_after_bytes), 0,
-	  LIMITS_MESSAGE_BYTES_MAX },
+	REQUIRED(max_message_bytes, 1, LIMITS_MESSAGE_BYTES_MAX),
+	REQUIRED(lua_memory_bytes, LIMITS_LUA_MEMORY_MIN,
+		 LIMITS_LUA_MEMORY_MAX),
+	REQUIRED(job_timeout_ms, 1, 24ULL * 3600 * 1000),
+	REQUIRED(probe_every_messages, 1, 1000000),
+	REQUIRED(probe_every_seconds, 1, 86400),
+	OPTIONAL(probe_min_interval_ms, 0, 60000, 250),
+	REQUIRED(backlog_alert, 1, 1000000),
+	REQUIRED(trim_after_bytes, 0, LIMITS_MESSAGE_BYTES_MAX),
 };
 
 
@@ -326,11 +335,20 @@ static int read_limits(lua_State *L, const char *path, struct limits *lim,
 	for (size_t i = 0; i < sizeof limit_fields / sizeof *limit_fields;
 	     i++) {
 		const struct u64_field *f = &limit_fields[i];
+		unsigned long long *to =
+			(unsigned long long *)((char *)lim + f->offset);
 
-		if (policy_read_u64(
-			    L, path, "", f->name, f->min, f->max,
-			    (unsigned long long *)((char *)lim + f->offset),
-			    err, errlen) < 0)
+		if (f->optional) {
+			int absent = lua_getfield(L, -1, f->name) == LUA_TNIL;
+
+			lua_pop(L, 1);
+			if (absent) {
+				*to = f->fallback;
+				continue;
+			}
+		}
+		if (policy_read_u64(L, path, "", f->name, f->min, f->max, to,
+				    err, errlen) < 0)
 			return -EINVAL;
 	}
 	if (policy_read_u64(L, path, "", "max_json_depth", 1, 1000, &depth, err,

@@ -53,6 +53,10 @@ local JOB_TIMEOUT_MS = 30000
 -- 2 MiB bodies before it adds up, while an idle worker is still watched.
 local PROBE_EVERY_MESSAGES = 30
 local PROBE_EVERY_SECONDS = 10
+-- ...but the message count asks for a sample at most every 250 ms: at
+-- thousands of small messages a second, 30 messages is no time at all for
+-- memory to grow, and each sample is a log line.
+local PROBE_MIN_INTERVAL_MS = 250
 
 -- Prefetch bounds what is in flight; fifty jobs waiting for a thread means
 -- the pool is far behind the broker and somebody should look.
@@ -128,6 +132,7 @@ local function for_context(ctx)
     job_timeout_ms = JOB_TIMEOUT_MS,
     probe_every_messages = PROBE_EVERY_MESSAGES,
     probe_every_seconds = PROBE_EVERY_SECONDS,
+    probe_min_interval_ms = PROBE_MIN_INTERVAL_MS,
     backlog_alert = BACKLOG_ALERT,
     trim_after_bytes = TRIM_AFTER_BYTES,
   }

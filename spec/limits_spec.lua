@@ -15,6 +15,7 @@ local DEFAULTS = {
   job_timeout_ms = 30000,
   probe_every_messages = 30,
   probe_every_seconds = 10,
+  probe_min_interval_ms = 250,
   backlog_alert = 50,
   trim_after_bytes = 1048576,
 }
@@ -35,6 +36,7 @@ describe("limits", function()
           result.max_json_depth, log.warn_bytes, log.max_bytes,
           result.lua_memory_bytes, result.job_timeout_ms,
           result.probe_every_messages, result.probe_every_seconds,
+          result.probe_min_interval_ms,
           result.backlog_alert, result.trim_after_bytes }) do
           assert.equal("integer", math.type(value))
         end

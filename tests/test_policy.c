@@ -40,6 +40,7 @@ static void test_shipped_defaults(void)
 	CHECK_INT(512000, lim.fields[0].warn_bytes);
 	CHECK_INT(1572864, lim.fields[0].max_bytes);
 	CHECK_INT(30, lim.probe_every_messages);
+	CHECK_INT(250, lim.probe_min_interval_ms);
 	CHECK_INT(50, lim.backlog_alert);
 }
 
@@ -83,6 +84,11 @@ static void test_refusals(void)
 		{ "return {for_context = function() return {max_message_bytes"
 		  "=100, fields={log=5}, " GOOD_TAIL "} end}",
 		  "field 'fields.log': expected a table" },
+		{ "return {for_context = function() return {max_message_bytes"
+		  "=100, fields={}, probe_min_interval_ms=60001, " GOOD_TAIL
+		  "} end}",
+		  "field 'probe_min_interval_ms': expected a whole number from "
+		  "0 to 60000" },
 	};
 	struct limits lim;
 	char err[512];
@@ -117,6 +123,13 @@ static void test_accepts_minimal(void)
 	CHECK_INT(50, lim.fields[0].max_bytes);
 	CHECK_INT(10, lim.fields[0].warn_bytes);
 	CHECK_INT(10, lim.max_json_depth);
+	/* A policy written before probe_min_interval_ms existed. */
+	CHECK_INT(250, lim.probe_min_interval_ms);
+	CHECK_INT(0, load_text("return {for_context = function() return "
+			       "{max_message_bytes=100, fields={}, "
+			       "probe_min_interval_ms=0, " GOOD_TAIL "} end}",
+			       &lim, err, sizeof err));
+	CHECK_INT(0, lim.probe_min_interval_ms);
 }
 
 

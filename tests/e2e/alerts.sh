@@ -361,6 +361,7 @@ echo "== 6. draining 2,000 messages: receiver up, stopped, answering after 10 s"
 # within one short run.
 policy_copy "$WORK/rate" \
   's/^local PROBE_EVERY_MESSAGES = .*/local PROBE_EVERY_MESSAGES = 10/' \
+  's/^local PROBE_MIN_INTERVAL_MS = .*/local PROBE_MIN_INTERVAL_MS = 0/' \
   's/^local QUEUE_CAPACITY = .*/local QUEUE_CAPACITY = 8/'
 for i in $(seq 1 2000); do
   echo "{\"conversation_id\":\"d$i\",\"conversation_log\":[{\"role\":\"user\",\"content\":\"hello $i\"}]}"

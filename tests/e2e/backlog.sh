@@ -9,7 +9,8 @@ export JOB_SCRIPT=$REPO/tests/e2e/jobs/slow.lua
 export WORKER_CONCURRENCY_PER_WORKER=1 AMQP_PREFETCH=200
 export POLICY_DIR=$WORK/policies
 policy_copy "$POLICY_DIR" \
-  's/^local PROBE_EVERY_MESSAGES = .*/local PROBE_EVERY_MESSAGES = 10/'
+  's/^local PROBE_EVERY_MESSAGES = .*/local PROBE_EVERY_MESSAGES = 10/' \
+  's/^local PROBE_MIN_INTERVAL_MS = .*/local PROBE_MIN_INTERVAL_MS = 0/'
 
 echo '{"op":"slow"}' >"$WORK/body"
 "$MRCTL" publish "$WORK/body" --copies 150 >/dev/null
