@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "ack_window.h"
+#include "body_buf.h"
 #include "broker.h"
 #include "failure.h"
 #include "gate.h"
@@ -35,6 +36,9 @@
 /* In drain mode, quiet this long with nothing in flight before asking the
  * broker whether the queue is empty. */
 #define DRAIN_QUIET_S 0.3
+#define GAUGE_EVERY_S 0.05
+/* Deliveries read before the pool gets them, when more are buffered. */
+#define SUBMIT_MAX 64
 
 struct consumer {
 	const struct consumer_opts *o;
@@ -49,6 +53,11 @@ struct consumer {
 	uint64_t retry_delays[RETRY_QUEUES_MAX]; /* retry queues used */
 	int nretry;
 	double first_delivery;
+	double gauges_at; /* last copy of the pool gauges to metrics */
+	/* Deliveries read in this turn, handed to the pool together. */
+	struct job *pending;
+	struct job *pending_tail;
+	int npending;
 	double last_settle;
 	double last_activity;
 	double stop_deadline;
@@ -379,8 +388,7 @@ static int on_deliver(struct consumer *c, const amqp_basic_deliver_t *d)
 					  : OUTCOME_SIZE_LIMIT,
 			      size);
 	}
-	/* One spare byte so an empty body still gets a buffer. */
-	job->body = malloc((size_t)size + 1);
+	job->body = body_buf_get((size_t)size);
 	if (!job->body) {
 		rc = -ENOMEM;
 		goto fail;
@@ -390,7 +398,13 @@ static int on_deliver(struct consumer *c, const amqp_basic_deliver_t *d)
 	if (rc < 0)
 		goto fail;
 	amqp_maybe_release_buffers_on_channel(c->conn, BROKER_CHANNEL);
-	pool_submit(c->o->pool, job);
+	job->next = NULL;
+	if (c->pending_tail)
+		c->pending_tail->next = job;
+	else
+		c->pending = job;
+	c->pending_tail = job;
+	c->npending++;
 	return 0;
 fail:
 	job_free(job);
@@ -644,6 +658,7 @@ static int apply_pause(struct consumer *c, int pause)
 		    LF_I("in_flight", pool_in_flight(c->o->pool)));
 		/* Freed bodies and Lua garbage go back to the kernel now,
 		 * while nothing new arrives to reuse them. */
+		body_buf_flush();
 		malloc_trim(0);
 		return stop_consuming(c);
 	}
@@ -708,8 +723,8 @@ static int drained(struct consumer *c)
 {
 	char name[BROKER_NAME_MAX + 32];
 
-	if (!c->conn || pool_in_flight(c->o->pool) ||
-	    now_s() - c->last_activity < DRAIN_QUIET_S)
+	if (!c->conn || now_s() - c->last_activity < DRAIN_QUIET_S ||
+	    pool_in_flight(c->o->pool))
 		return 0;
 	c->last_activity = now_s();
 	if (ready_in(c, c->names.queue) != 0)
@@ -725,27 +740,47 @@ static int drained(struct consumer *c)
 }
 
 
-/* One turn of the loop: settle what finished, then read one frame. */
-static int turn(struct consumer *c)
+/* Copies the pool gauges for /metrics. Reading them takes the pool's
+ * and the database pool's locks, which every worker also takes, so it
+ * happens twenty times a second at most rather than once per frame. */
+static void publish_gauges(struct consumer *c)
 {
-	amqp_frame_t f;
-	int rc = settle_list(c, pool_collect(c->o->pool));
+	struct metrics *m = c->o->metrics;
+	double now;
 	int queued, active;
 
-	if (rc < 0)
-		return rc;
+	if (!m)
+		return;
+	now = now_s();
+	if (now < c->gauges_at + GAUGE_EVERY_S)
+		return;
+	c->gauges_at = now;
 	pool_load(c->o->pool, &queued, &active);
-	metrics_set(c->o->metrics, MG_JOBS_QUEUED, queued);
-	metrics_set(c->o->metrics, MG_JOBS_ACTIVE, active);
-	metrics_set(c->o->metrics, MG_IN_FLIGHT, pool_in_flight(c->o->pool));
-	if (c->o->db && c->o->metrics) {
+	metrics_set(m, MG_JOBS_QUEUED, queued);
+	metrics_set(m, MG_JOBS_ACTIVE, active);
+	metrics_set(m, MG_IN_FLIGHT, pool_in_flight(c->o->pool));
+	if (c->o->db) {
 		int in_use, waiting;
 
 		db_pool_load(c->o->db, &in_use, &waiting);
-		metrics_set(c->o->metrics, MG_DB_IN_USE, in_use);
-		metrics_set(c->o->metrics, MG_DB_WAITING, waiting);
+		metrics_set(m, MG_DB_IN_USE, in_use);
+		metrics_set(m, MG_DB_WAITING, waiting);
 	}
-	rc = next_frame(c, &f);
+}
+
+
+static int buffered(struct consumer *c)
+{
+	return amqp_frames_enqueued(c->conn) || amqp_data_in_buffer(c->conn);
+}
+
+
+/* Reads one frame and acts on it. Returns 0, or as wait_frame. */
+static int read_one(struct consumer *c)
+{
+	amqp_frame_t f;
+	int rc = next_frame(c, &f);
+
 	if (rc == -EAGAIN)
 		return 0;
 	if (rc < 0)
@@ -754,6 +789,30 @@ static int turn(struct consumer *c)
 		rc = on_method(c, &f);
 	if (!amqp_frames_enqueued(c->conn))
 		amqp_maybe_release_buffers(c->conn);
+	return rc;
+}
+
+
+/* One turn of the loop: settle what finished, then read frames. While
+ * deliveries are already in rabbitmq-c's buffer they are read on and
+ * handed to the pool together: waking a worker per message cost more
+ * system time than the rest of a no-op job. */
+static int turn(struct consumer *c)
+{
+	int rc = settle_list(c, pool_collect(c->o->pool));
+
+	if (rc < 0)
+		return rc;
+	publish_gauges(c);
+	do {
+		rc = read_one(c);
+	} while (rc == 0 && c->npending && c->npending < SUBMIT_MAX &&
+		 buffered(c));
+	if (c->npending) {
+		pool_submit(c->o->pool, c->pending, c->npending);
+		c->pending = c->pending_tail = NULL;
+		c->npending = 0;
+	}
 	return rc;
 }
 

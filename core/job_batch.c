@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "body_buf.h"
 #include "job_lua.h"
 #include "log.h"
 
@@ -21,7 +22,7 @@ static void forget_bodies(struct job **jobs, int n)
 	for (int i = 0; i < n; i++) {
 		if (jobs[i]->outcome == OUTCOME_JOB_ERROR)
 			continue;
-		free(jobs[i]->body);
+		body_buf_put(jobs[i]->body);
 		jobs[i]->body = NULL;
 	}
 }

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "body_buf.h"
 #include "gate.h"
 #include "log.h"
 #include "watchdog.h"
@@ -707,6 +708,7 @@ static void trim_after_large(struct job_state *js, size_t body_len)
 	if (!threshold || body_len <= threshold)
 		return;
 	lua_gc(js->L, LUA_GCCOLLECT, 0);
+	body_buf_flush();
 	malloc_trim(0);
 }
 
@@ -771,7 +773,7 @@ int job_state_gate(struct job_state *js, struct job *job)
 		gate_fields(job->body, job->body_len, &js->env.limits, &rep);
 	if (job->outcome != OUTCOME_OK) {
 		set_reason(job, job->outcome, rep.reason);
-		free(job->body);
+		body_buf_put(job->body);
 		job->body = NULL;
 		return -EINVAL;
 	}
@@ -810,7 +812,7 @@ out:
 	/* A failed job keeps its body until the loop has asked failure.lua
 	 * whether to publish a retry; the others are done with it. */
 	if (!js->keep_body && job->outcome != OUTCOME_JOB_ERROR) {
-		free(job->body);
+		body_buf_put(job->body);
 		job->body = NULL;
 	}
 	job->run_ms += (monotonic_now() - start) * 1000.0;

@@ -15,6 +15,8 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "body_buf.h"
+
 /* The most jobs one thread takes at once. */
 #define POOL_BATCH_MAX 32
 
@@ -36,6 +38,7 @@ struct pool {
 	struct fifo done;
 	int nqueued;
 	int active;
+	int idle; /* threads waiting for work */
 	int in_flight;
 	int stopping;
 	atomic_int signaled; /* the eventfd holds an unread wake-up */
@@ -51,7 +54,7 @@ void job_free(struct job *job)
 {
 	if (!job)
 		return;
-	free(job->body);
+	body_buf_put(job->body);
 	free(job);
 }
 
@@ -117,8 +120,11 @@ static void *worker_main(void *arg)
 	for (;;) {
 		int n;
 
-		while (!p->queued.head && !p->stopping)
+		while (!p->queued.head && !p->stopping) {
+			p->idle++;
 			pthread_cond_wait(&p->work, &p->lock);
+			p->idle--;
+		}
 		if (p->stopping)
 			break;
 		n = take_share(p, jobs);
@@ -182,13 +188,24 @@ out:
 }
 
 
-void pool_submit(struct pool *pool, struct job *job)
+void pool_submit(struct pool *pool, struct job *list, int n)
 {
+	int wake;
+
 	pthread_mutex_lock(&pool->lock);
-	fifo_push(&pool->queued, job);
-	pool->nqueued++;
-	pool->in_flight++;
-	pthread_cond_signal(&pool->work);
+	while (list) {
+		struct job *next = list->next;
+
+		fifo_push(&pool->queued, list);
+		list = next;
+	}
+	pool->nqueued += n;
+	pool->in_flight += n;
+	/* A woken thread takes its share of the queue, so a batch wakes
+	 * one thread per job at most and never one that is busy anyway. */
+	wake = n < pool->idle ? n : pool->idle;
+	while (wake-- > 0)
+		pthread_cond_signal(&pool->work);
 	pthread_mutex_unlock(&pool->lock);
 }
 
@@ -207,16 +224,20 @@ struct job *pool_collect(struct pool *pool)
 	struct job *list;
 	uint64_t n;
 
+	/* A worker that puts a job on the done list sets the flag under the
+	 * lock if it is clear, so a clear flag means an empty list: the loop
+	 * need not take the lock on every turn to find that out. */
+	if (!was)
+		return NULL;
 	/* The eventfd is read before the list is taken and the flag cleared
 	 * only when it was read: a job pushed in between is either in this
 	 * list or leaves the flag and the eventfd set for the next poll.
 	 * Never a set eventfd with a clear flag, which would spin poll(). */
-	if (was && read(pool->efd, &n, sizeof n) < 0 && errno != EAGAIN)
+	if (read(pool->efd, &n, sizeof n) < 0 && errno != EAGAIN)
 		abort();
 	pthread_mutex_lock(&pool->lock);
 	list = count_out(pool, fifo_take_all(&pool->done));
-	if (was)
-		atomic_store(&pool->signaled, 0);
+	atomic_store(&pool->signaled, 0);
 	pthread_mutex_unlock(&pool->lock);
 	return list;
 }

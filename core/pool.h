@@ -22,8 +22,10 @@ typedef void (*pool_run_fn)(void *ctx, struct job **jobs, int n);
 int pool_start(int nthreads, int batch_max, pool_run_fn run, void **ctxs,
 	       struct pool **out);
 
-/* Queues job for a worker; the pool owns it until pool_collect(). */
-void pool_submit(struct pool *pool, struct job *job);
+/* Queues a list of n jobs linked by next, oldest first, for the workers,
+ * waking no more threads than there are jobs; the pool owns them until
+ * pool_collect(). */
+void pool_submit(struct pool *pool, struct job *list, int n);
 
 /* Takes every finished job as a list linked by next, oldest first, and
  * clears the eventfd. The caller owns the jobs. */
