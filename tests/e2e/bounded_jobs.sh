@@ -24,8 +24,11 @@ log=$WORK/run.log
 check "worker exits 0" 0 "$rc"
 check "the hog hits the memory ceiling" 1 \
   "$(grep '"message_id":"hog"' "$log" | grep -c 'Lua memory ceiling of 67108864')"
-check "the hog's state is rebuilt" 1 \
-  "$(count_events "$log" lua_state_rebuilt)"
+# gc_bomb's finalizer reaches the ceiling too if a collection runs it
+# before the run ends, which depends on which thread takes what.
+rebuilt=$(count_events "$log" lua_state_rebuilt)
+check_true "the hog's state is rebuilt (rebuilt: $rebuilt)" \
+  [ "$rebuilt" -ge 1 -a "$rebuilt" -le 2 ]
 for id in loop loop_catch sleep_sql; do
   check "$id is stopped by the time budget" 1 \
     "$(grep "\"message_id\":\"$id\"" "$log" | grep -c 'time budget of 2000 ms')"
