@@ -104,6 +104,17 @@ void body_buf_put(char *body)
 }
 
 
+size_t body_buf_kept(void)
+{
+	size_t n;
+
+	pthread_mutex_lock(&lock);
+	n = kept_bytes;
+	pthread_mutex_unlock(&lock);
+	return n;
+}
+
+
 void body_buf_flush(void)
 {
 	struct head *out[KEPT_MAX];

@@ -22,6 +22,9 @@ char *body_buf_get(size_t len);
 /* Gives a body back; NULL is fine. Any thread. */
 void body_buf_put(char *body);
 
+/* Bytes kept for reuse now. */
+size_t body_buf_kept(void);
+
 /* Frees what is kept, so a trim can return it to the kernel. */
 void body_buf_flush(void);
 
