@@ -37,8 +37,11 @@
  * broker whether the queue is empty. */
 #define DRAIN_QUIET_S 0.3
 #define GAUGE_EVERY_S 0.05
-/* Deliveries read before the pool gets them, when more are buffered. */
-#define SUBMIT_MAX 64
+/* Deliveries read before the pool gets them, when more are buffered, and
+ * their bytes: large bodies gain nothing from waiting for company, and
+ * must not pile up in the loop's hands. */
+#define SUBMIT_MAX	 64
+#define SUBMIT_MAX_BYTES (256u << 10)
 
 struct consumer {
 	const struct consumer_opts *o;
@@ -58,6 +61,7 @@ struct consumer {
 	struct job *pending;
 	struct job *pending_tail;
 	int npending;
+	size_t pending_bytes;
 	double last_settle;
 	double last_activity;
 	double stop_deadline;
@@ -405,6 +409,7 @@ static int on_deliver(struct consumer *c, const amqp_basic_deliver_t *d)
 		c->pending = job;
 	c->pending_tail = job;
 	c->npending++;
+	c->pending_bytes += job->body_len;
 	return 0;
 fail:
 	job_free(job);
@@ -807,11 +812,12 @@ static int turn(struct consumer *c)
 	do {
 		rc = read_one(c);
 	} while (rc == 0 && c->npending && c->npending < SUBMIT_MAX &&
-		 buffered(c));
+		 c->pending_bytes < SUBMIT_MAX_BYTES && buffered(c));
 	if (c->npending) {
 		pool_submit(c->o->pool, c->pending, c->npending);
 		c->pending = c->pending_tail = NULL;
 		c->npending = 0;
+		c->pending_bytes = 0;
 	}
 	return rc;
 }
