@@ -346,14 +346,73 @@ static int parse_urls(struct alerts *al, const char *list, char *err,
 
 /* ---- facts and the alert table ------------------------------------- */
 
+/* Copies key into out (ALERT_KEY_MAX bytes). A longer key keeps its head
+ * and ends in "~" and a 64-bit FNV-1a hash of the whole, since a plain
+ * cut would make keys that differ only at the end (message ids) one
+ * condition to de-duplication. */
+static void copy_key(char *out, const char *key)
+{
+	enum { HASH_TEXT = 17 }; /* "~" and 16 hex digits */
+	uint64_t h = 0xcbf29ce484222325ULL;
+	size_t n = key ? strlen(key) : 0;
+
+	if (n < ALERT_KEY_MAX) {
+		copy_text(out, ALERT_KEY_MAX, key);
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)key[i]) * 0x100000001b3ULL;
+	snprintf(out, ALERT_KEY_MAX, "%.*s~%016llx",
+		 ALERT_KEY_MAX - 1 - HASH_TEXT, key, (unsigned long long)h);
+}
+
+
 void alert_init(struct alert *a, const char *kind, const char *severity,
 		const char *key, const char *summary)
 {
 	memset(a, 0, sizeof *a);
 	copy_text(a->kind, sizeof a->kind, kind);
 	copy_text(a->severity, sizeof a->severity, severity);
-	copy_text(a->key, sizeof a->key, key);
+	copy_key(a->key, key);
 	copy_text(a->summary, sizeof a->summary, summary);
+}
+
+
+/* Returns a's next fact, named name and of type type, or NULL when a
+ * is full. */
+static struct alert_fact *new_fact(struct alert *a, const char *name,
+				   enum alert_fact_type type)
+{
+	struct alert_fact *v;
+
+	if (a->facts.n == ALERT_FACTS_MAX)
+		return NULL;
+	v = &a->facts.v[a->facts.n++];
+	copy_text(v->name, sizeof v->name, name);
+	v->type = type;
+	return v;
+}
+
+
+int alert_fact_int(struct alert *a, const char *name, long long value)
+{
+	struct alert_fact *v = new_fact(a, name, ALERT_FACT_INT);
+
+	if (!v)
+		return -ENOSPC;
+	v->i = value;
+	return 0;
+}
+
+
+int alert_fact_str(struct alert *a, const char *name, const char *value)
+{
+	struct alert_fact *v = new_fact(a, name, ALERT_FACT_STR);
+
+	if (!v)
+		return -ENOSPC;
+	copy_text(v->s, sizeof v->s, value);
+	return 0;
 }
 
 

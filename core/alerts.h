@@ -127,9 +127,16 @@ void alerts_policy_free(struct alerts_policy *p);
 
 /* ---- raising (any thread) ------------------------------------------ */
 
-/* Fills a with the texts (cut to fit; key may be NULL) and no facts. */
+/* Fills a with the texts and no facts. Texts are cut to fit; a key too
+ * long keeps its head and ends in a hash of the whole, so long keys stay
+ * distinct. key may be NULL. */
 void alert_init(struct alert *a, const char *kind, const char *severity,
 		const char *key, const char *summary);
+
+/* Appends the fact name = value to a (name and text cut to fit).
+ * Returns 0, or -ENOSPC when a holds ALERT_FACTS_MAX facts already. */
+int alert_fact_int(struct alert *a, const char *name, long long value);
+int alert_fact_str(struct alert *a, const char *name, const char *value);
 
 /* Logs a (event "alert") and, when al has receivers, queues a copy;
  * when the queue is full the oldest alert is dropped and logged. Never

@@ -645,6 +645,55 @@ static void test_resize_queue(void)
 }
 
 
+/* Keys that fit are kept; longer ones keep their head and end in a
+ * hash, so two that differ only at the end stay two conditions. */
+static void test_init_key(void)
+{
+	char a_id[128], b_id[128];
+	struct alert a, b;
+
+	alert_init(&a, "quarantine", "critical", "id:short", "s");
+	CHECK_STR("id:short", a.key);
+	memset(a_id, 'x', sizeof a_id - 1);
+	a_id[sizeof a_id - 1] = '\0';
+	memcpy(b_id, a_id, sizeof b_id);
+	b_id[120] = 'y';
+	alert_init(&a, "quarantine", "critical", a_id, "s");
+	alert_init(&b, "quarantine", "critical", b_id, "s");
+	CHECK_INT(ALERT_KEY_MAX - 1, strlen(a.key));
+	CHECK_INT(0, strncmp(a.key, a_id, ALERT_KEY_MAX - 18));
+	CHECK_INT('~', a.key[ALERT_KEY_MAX - 18]);
+	CHECK_INT(1, strcmp(a.key, b.key) != 0);
+	alert_init(&b, "quarantine", "critical", a_id, "s");
+	CHECK_STR(a.key, b.key);
+	alert_init(&a, "k", "info", NULL, NULL);
+	CHECK_STR("", a.key);
+}
+
+
+/* Facts are appended in order until the table is full. */
+static void test_fact_helpers(void)
+{
+	struct alert a;
+
+	alert_init(&a, "quarantine", "critical", "k", "s");
+	CHECK_INT(0, alert_fact_str(&a, "message_id", "m-1"));
+	CHECK_INT(0, alert_fact_int(&a, "crashes", 3));
+	CHECK_INT(2, a.facts.n);
+	CHECK_STR("message_id", a.facts.v[0].name);
+	CHECK_INT(ALERT_FACT_STR, a.facts.v[0].type);
+	CHECK_STR("m-1", a.facts.v[0].s);
+	CHECK_STR("crashes", a.facts.v[1].name);
+	CHECK_INT(ALERT_FACT_INT, a.facts.v[1].type);
+	CHECK_INT(3, a.facts.v[1].i);
+	while (a.facts.n < ALERT_FACTS_MAX)
+		alert_fact_int(&a, "n", a.facts.n);
+	CHECK_INT(-ENOSPC, alert_fact_int(&a, "one_too_many", 1));
+	CHECK_INT(-ENOSPC, alert_fact_str(&a, "one_too_many", "x"));
+	CHECK_INT(ALERT_FACTS_MAX, a.facts.n);
+}
+
+
 static void test_facts_read(void)
 {
 	static const struct {
@@ -688,6 +737,8 @@ int main(void)
 		return 1;
 	log_threshold = LOG_ERROR;
 	test_facts_read();
+	test_init_key();
+	test_fact_helpers();
 	test_shipped_without_url();
 	test_refusals();
 	test_retry_after();
