@@ -286,6 +286,7 @@ static int start_workers(struct app *app)
 		.ledger = app->ledger,
 		.shared = &app->shared,
 		.quarantine_after = app->failure.quarantine_after,
+		.alerts = app->alerts,
 		.db_wait_ms = DB_WAIT_MS,
 	};
 	char err[1024];

@@ -1,7 +1,8 @@
 -- Alert delivery policy for the worker host.
 --
--- The host raises an alert (memory, backlog, policy_reload) and hands it
--- to its alerts thread, which asks this module three things:
+-- The host raises an alert (kinds memory, backlog, policy_reload and
+-- quarantine) and hands it to its alerts thread, which asks this module
+-- three things:
 --
 --   settings()      how to send: the payload format, the timeouts, how
 --                   often to retry and how many alerts may wait. Read and
