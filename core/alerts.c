@@ -7,7 +7,11 @@
  * that may be retried gets a new due time, so a receiver asking for a
  * minute's pause (Retry-After) holds up neither the other URLs nor the
  * alerts behind it. Only the thread touches the Lua state, the outbox and
- * the de-duplication table; the mutex guards the ring and the counters.
+ * the de-duplication table; the mutex guards the ring, the counters and
+ * the pending policy. A reload leaves a checked policy pending and the
+ * thread swaps it in between two alerts, so the state a route() or
+ * format() runs in is never closed under it, and the de-duplication
+ * table, being the thread's and not the policy's, outlives the swap.
  *
  * Transfers run on a multi handle the thread owns, one easy handle per
  * send, so alerts_stop() can wake a transfer that hangs and end it at the
@@ -105,19 +109,25 @@ struct attempt {
 	char detail[CURL_ERROR_SIZE];
 };
 
+/* alerts.lua loaded and checked: the state and what settings() said. */
+struct alerts_policy {
+	struct policy policy;
+	struct settings set;
+};
+
 struct alerts {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	struct queued *ring;
 	int cap, head, count;
 	struct alerts_counters n;
-	atomic_llong stop_at_ms; /* 0 until a stop is asked for */
+	struct alerts_policy *pending; /* committed, not yet swapped in */
+	atomic_llong stop_at_ms;       /* 0 until a stop is asked for */
 	pthread_t thread;
 	int running;
 	CURLM *multi;
 	/* The thread's alone once it runs. */
-	struct policy policy;
-	struct settings set;
+	struct alerts_policy pol;
 	char *urls[ALERTS_URLS_MAX];
 	char shown[ALERTS_URLS_MAX][SHOWN_URL_MAX];
 	int nurls;
@@ -336,14 +346,73 @@ static int parse_urls(struct alerts *al, const char *list, char *err,
 
 /* ---- facts and the alert table ------------------------------------- */
 
+/* Copies key into out (ALERT_KEY_MAX bytes). A longer key keeps its head
+ * and ends in "~" and a 64-bit FNV-1a hash of the whole, since a plain
+ * cut would make keys that differ only at the end (message ids) one
+ * condition to de-duplication. */
+static void copy_key(char *out, const char *key)
+{
+	enum { HASH_TEXT = 17 }; /* "~" and 16 hex digits */
+	uint64_t h = 0xcbf29ce484222325ULL;
+	size_t n = key ? strlen(key) : 0;
+
+	if (n < ALERT_KEY_MAX) {
+		copy_text(out, ALERT_KEY_MAX, key);
+		return;
+	}
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)key[i]) * 0x100000001b3ULL;
+	snprintf(out, ALERT_KEY_MAX, "%.*s~%016llx",
+		 ALERT_KEY_MAX - 1 - HASH_TEXT, key, (unsigned long long)h);
+}
+
+
 void alert_init(struct alert *a, const char *kind, const char *severity,
 		const char *key, const char *summary)
 {
 	memset(a, 0, sizeof *a);
 	copy_text(a->kind, sizeof a->kind, kind);
 	copy_text(a->severity, sizeof a->severity, severity);
-	copy_text(a->key, sizeof a->key, key);
+	copy_key(a->key, key);
 	copy_text(a->summary, sizeof a->summary, summary);
+}
+
+
+/* Returns a's next fact, named name and of type type, or NULL when a
+ * is full. */
+static struct alert_fact *new_fact(struct alert *a, const char *name,
+				   enum alert_fact_type type)
+{
+	struct alert_fact *v;
+
+	if (a->facts.n == ALERT_FACTS_MAX)
+		return NULL;
+	v = &a->facts.v[a->facts.n++];
+	copy_text(v->name, sizeof v->name, name);
+	v->type = type;
+	return v;
+}
+
+
+int alert_fact_int(struct alert *a, const char *name, long long value)
+{
+	struct alert_fact *v = new_fact(a, name, ALERT_FACT_INT);
+
+	if (!v)
+		return -ENOSPC;
+	v->i = value;
+	return 0;
+}
+
+
+int alert_fact_str(struct alert *a, const char *name, const char *value)
+{
+	struct alert_fact *v = new_fact(a, name, ALERT_FACT_STR);
+
+	if (!v)
+		return -ENOSPC;
+	copy_text(v->s, sizeof v->s, value);
+	return 0;
 }
 
 
@@ -537,14 +606,14 @@ static int check_settings(lua_State *L, const char *path, struct settings *s,
 }
 
 
-static int read_settings(struct alerts *al, char *err, size_t errlen)
+static int read_settings(struct alerts_policy *ap, char *err, size_t errlen)
 {
-	int rc = policy_call(&al->policy, "settings", 0, err, errlen);
+	int rc = policy_call(&ap->policy, "settings", 0, err, errlen);
 
 	if (rc == 0)
-		rc = check_settings(al->policy.L, al->policy.path, &al->set,
+		rc = check_settings(ap->policy.L, ap->policy.path, &ap->set,
 				    err, errlen);
-	lua_settop(al->policy.L, 1);
+	lua_settop(ap->policy.L, 1);
 	return rc;
 }
 
@@ -599,14 +668,14 @@ static int check_route(lua_State *L, const char *path, struct route *r,
 static void route_alert(struct alerts *al, const struct queued *q,
 			struct route *r)
 {
-	lua_State *L = al->policy.L;
+	lua_State *L = al->pol.policy.L;
 	char err[512];
 	int rc;
 
 	lua_pushvalue(L, 2);
-	rc = policy_call(&al->policy, "route", 1, err, sizeof err);
+	rc = policy_call(&al->pol.policy, "route", 1, err, sizeof err);
 	if (rc == 0)
-		rc = check_route(L, al->policy.path, r, err, sizeof err);
+		rc = check_route(L, al->pol.policy.path, r, err, sizeof err);
 	lua_settop(L, 2);
 	if (rc == 0)
 		return;
@@ -821,16 +890,17 @@ out:
 }
 
 
-/* Calls format() on the alert table at index 2. Returns a new payload or
- * NULL with err. */
-static struct payload *format_alert(struct alerts *al, char *err, size_t errlen)
+/* Calls pol's format() on the alert table at index 2. Returns a new
+ * payload or NULL with err. */
+static struct payload *format_alert(struct policy *pol, char *err,
+				    size_t errlen)
 {
-	lua_State *L = al->policy.L;
+	lua_State *L = pol->L;
 	struct payload *p = NULL;
 
 	lua_pushvalue(L, 2);
-	if (policy_call(&al->policy, "format", 1, err, errlen) == 0)
-		p = check_request(L, al->policy.path, err, errlen);
+	if (policy_call(pol, "format", 1, err, errlen) == 0)
+		p = check_request(L, pol->path, err, errlen);
 	lua_settop(L, 2);
 	return p;
 }
@@ -1003,7 +1073,7 @@ static void enqueue_request(struct alerts *al, const struct queued *q,
 	struct payload *p;
 	char err[512];
 
-	p = format_alert(al, err, sizeof err);
+	p = format_alert(&al->pol.policy, err, sizeof err);
 	if (!p) {
 		LOG(LOG_ERROR, "alert_encode_failed", LF_S("kind", q->a.kind),
 		    LF_S("key", key), LF_S("reason", err));
@@ -1027,7 +1097,7 @@ static void enqueue_request(struct alerts *al, const struct queued *q,
 /* Routes, de-duplicates and formats one alert from the queue. */
 static void handle(struct alerts *al, const struct queued *q)
 {
-	lua_State *L = al->policy.L;
+	lua_State *L = al->pol.policy.L;
 	char prev[ALERT_SEVERITY_MAX] = "";
 	long long since = q->raised_at;
 	const char *why;
@@ -1076,7 +1146,7 @@ static CURL *easy_for(const struct alerts *al, const struct delivery *d,
 #endif
 		  curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https") ||
 		  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
-				   (long)al->set.connect_ms) ||
+				   (long)al->pol.set.connect_ms) ||
 		  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms) ||
 		  curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
 				   (curl_off_t)d->p->len) ||
@@ -1206,12 +1276,12 @@ static int may_retry(const struct attempt *t)
  * random, so replicas that failed together do not retry together. */
 static long long backoff_ms(struct alerts *al, int attempts)
 {
-	unsigned long long d = al->set.base_ms;
+	unsigned long long d = al->pol.set.base_ms;
 
-	for (int i = 1; i < attempts && d < al->set.max_ms; i++)
+	for (int i = 1; i < attempts && d < al->pol.set.max_ms; i++)
 		d *= 2;
-	if (d > al->set.max_ms)
-		d = al->set.max_ms;
+	if (d > al->pol.set.max_ms)
+		d = al->pol.set.max_ms;
 	return (long long)(d / 2 +
 			   (unsigned long long)rand_r(&al->seed) % (d / 2 + 1));
 }
@@ -1227,12 +1297,12 @@ static long long next_wait(struct alerts *al, const struct delivery *d,
 	long long wait;
 
 	if (!may_retry(t) ||
-	    (unsigned long long)d->attempts >= al->set.attempts)
+	    (unsigned long long)d->attempts >= al->pol.set.attempts)
 		return -1;
 	wait = backoff_ms(al, d->attempts);
 	if (t->rc == CURLE_OK && t->retry_after_s > 0) {
 		if ((unsigned long long)t->retry_after_s * 1000 >
-		    al->set.max_ms)
+		    al->pol.set.max_ms)
 			return -1;
 		if (t->retry_after_s * 1000 > wait)
 			wait = t->retry_after_s * 1000;
@@ -1268,7 +1338,7 @@ static void log_attempt(const struct alerts *al, const struct delivery *d,
 static void send_next(struct alerts *al)
 {
 	long long stop = atomic_load(&al->stop_at_ms);
-	long long now = now_ms(), timeout = (long long)al->set.total_ms;
+	long long now = now_ms(), timeout = (long long)al->pol.set.total_ms;
 	int i = outbox_first(al);
 	struct delivery *d;
 	struct attempt t;
@@ -1299,8 +1369,8 @@ static void send_next(struct alerts *al)
 /* ---- the thread ----------------------------------------------------- */
 
 /* Waits for work. Returns 1 with an alert in *q, 0 when a delivery is
- * due, or -1 when the thread should end: stopping, and either nothing is
- * left or the flush time is over. */
+ * due or a committed policy waits, or -1 when the thread should end:
+ * stopping, and either nothing is left or the flush time is over. */
 static int next_work(struct alerts *al, struct queued *q)
 {
 	int rc = -1;
@@ -1314,6 +1384,10 @@ static int next_work(struct alerts *al, struct queued *q)
 
 		if (stop && (now >= stop || (!al->count && !al->nout)))
 			break;
+		if (al->pending) {
+			rc = 0;
+			break;
+		}
 		if (al->count) {
 			*q = al->ring[al->head];
 			al->head = (al->head + 1) % al->cap;
@@ -1366,6 +1440,57 @@ static void abandon_rest(struct alerts *al)
 }
 
 
+/* Puts p in force in place of the policy al formats with, and frees the
+ * old state. Only the thread that calls route() and format() may do
+ * this, or anyone once that thread has ended or never ran. */
+static void swap_in(struct alerts *al, struct alerts_policy *p)
+{
+	policy_close(&al->pol.policy);
+	al->pol = *p;
+	free(p);
+	LOG(LOG_INFO, "alerts_reloaded", LF_S("format", al->pol.set.format),
+	    LF_U("connect_timeout_ms", al->pol.set.connect_ms),
+	    LF_U("total_timeout_ms", al->pol.set.total_ms),
+	    LF_U("max_attempts", al->pol.set.attempts),
+	    LF_U("queue_capacity", al->pol.set.capacity));
+}
+
+
+/* Grows the outbox to hold a full queue to every URL. It never shrinks:
+ * the deliveries already waiting keep their place. A failed allocation
+ * keeps the old size, whose overflow gives up the oldest delivery. */
+static void grow_outbox(struct alerts *al)
+{
+	int want = (int)al->pol.set.capacity * al->nurls;
+	struct delivery *out;
+
+	if (want <= al->outcap)
+		return;
+	out = realloc(al->out, (size_t)want * sizeof *out);
+	if (!out)
+		return;
+	al->out = out;
+	al->outcap = want;
+}
+
+
+/* Swaps in what alerts_commit() left, between two alerts, so no route()
+ * or format() is running on the state that closes. */
+static void adopt_pending(struct alerts *al)
+{
+	struct alerts_policy *p;
+
+	pthread_mutex_lock(&al->mu);
+	p = al->pending;
+	al->pending = NULL;
+	pthread_mutex_unlock(&al->mu);
+	if (!p)
+		return;
+	swap_in(al, p);
+	grow_outbox(al);
+}
+
+
 static void *thread_main(void *arg)
 {
 	struct alerts *al = arg;
@@ -1373,6 +1498,7 @@ static void *thread_main(void *arg)
 	int got;
 
 	while ((got = next_work(al, &q)) >= 0) {
+		adopt_pending(al);
 		if (got)
 			handle(al, &q);
 		send_next(al);
@@ -1396,9 +1522,19 @@ void alerts_global_cleanup(void)
 }
 
 
+void alerts_policy_free(struct alerts_policy *p)
+{
+	if (!p)
+		return;
+	policy_close(&p->policy);
+	free(p);
+}
+
+
 static void free_alerts(struct alerts *al)
 {
-	policy_close(&al->policy);
+	policy_close(&al->pol.policy);
+	alerts_policy_free(al->pending);
 	for (int i = 0; i < al->nurls; i++)
 		free(al->urls[i]);
 	while (al->nout)
@@ -1415,9 +1551,9 @@ static void free_alerts(struct alerts *al)
 
 /* Runs route() and format() once on a made-up alert, so a policy that
  * cannot answer is refused at start-up rather than at the first alert. */
-static int trial(struct alerts *al, char *err, size_t errlen)
+static int trial(struct alerts_policy *ap, char *err, size_t errlen)
 {
-	lua_State *L = al->policy.L;
+	lua_State *L = ap->policy.L;
 	struct payload *p = NULL;
 	struct queued q;
 	struct route r;
@@ -1428,11 +1564,11 @@ static int trial(struct alerts *al, char *err, size_t errlen)
 	q.raised_at = (long long)time(NULL);
 	push_alert(L, &q, "trial-host");
 	lua_pushvalue(L, 2);
-	rc = policy_call(&al->policy, "route", 1, err, errlen);
+	rc = policy_call(&ap->policy, "route", 1, err, errlen);
 	if (rc == 0)
-		rc = check_route(L, al->policy.path, &r, err, errlen);
+		rc = check_route(L, ap->policy.path, &r, err, errlen);
 	lua_settop(L, 2);
-	if (rc == 0 && (p = format_alert(al, err, errlen)) == NULL)
+	if (rc == 0 && (p = format_alert(&ap->policy, err, errlen)) == NULL)
 		rc = -EINVAL;
 	payload_put(p);
 	lua_settop(L, 1);
@@ -1440,9 +1576,28 @@ static int trial(struct alerts *al, char *err, size_t errlen)
 }
 
 
+/* Loads <policy_dir>/alerts.lua into *ap and checks settings() and a
+ * trial route() and format(). Returns 0, or -EINVAL with err (nothing
+ * left open). */
+static int load_policy(const char *policy_dir, struct alerts_policy *ap,
+		       char *err, size_t errlen)
+{
+	int rc =
+		policy_open(policy_dir, "alerts.lua", &ap->policy, err, errlen);
+
+	if (rc == 0)
+		rc = read_settings(ap, err, errlen);
+	if (rc == 0)
+		rc = trial(ap, err, errlen);
+	if (rc < 0)
+		policy_close(&ap->policy);
+	return rc;
+}
+
+
 static int start_thread(struct alerts *al)
 {
-	int cap = (int)al->set.capacity;
+	int cap = (int)al->pol.set.capacity;
 
 	al->cap = cap;
 	al->outcap = cap * al->nurls;
@@ -1473,11 +1628,12 @@ static void log_started(const struct alerts *al)
 		strcat(shown, al->shown[i]);
 	}
 	LOG(LOG_INFO, "alerts_started", LF_I("urls", al->nurls),
-	    LF_S("url", shown), LF_S("format", al->set.format),
-	    LF_U("connect_timeout_ms", al->set.connect_ms),
-	    LF_U("total_timeout_ms", al->set.total_ms),
-	    LF_U("max_attempts", al->set.attempts),
-	    LF_U("queue_capacity", al->set.capacity), LF_S("curl", v->version),
+	    LF_S("url", shown), LF_S("format", al->pol.set.format),
+	    LF_U("connect_timeout_ms", al->pol.set.connect_ms),
+	    LF_U("total_timeout_ms", al->pol.set.total_ms),
+	    LF_U("max_attempts", al->pol.set.attempts),
+	    LF_U("queue_capacity", al->pol.set.capacity),
+	    LF_S("curl", v->version),
 	    LF_B("async_dns", v->features & CURL_VERSION_ASYNCHDNS));
 }
 
@@ -1497,11 +1653,7 @@ int alerts_start(const char *policy_dir, const char *urls, struct alerts **out,
 	pthread_cond_init(&al->cv, &attr);
 	pthread_condattr_destroy(&attr);
 	atomic_init(&al->stop_at_ms, 0);
-	rc = policy_open(policy_dir, "alerts.lua", &al->policy, err, errlen);
-	if (rc == 0)
-		rc = read_settings(al, err, errlen);
-	if (rc == 0)
-		rc = trial(al, err, errlen);
+	rc = load_policy(policy_dir, &al->pol, err, errlen);
 	if (rc == 0)
 		rc = parse_urls(al, urls, err, errlen);
 	if (rc == 0 && al->nurls)
@@ -1565,6 +1717,85 @@ int alerts_stop(struct alerts *al)
 	    LF_I("ms", now_ms() - start));
 	free_alerts(al);
 	return 0;
+}
+
+
+/* ---- reload --------------------------------------------------------- */
+
+int alerts_prepare(const char *policy_dir, struct alerts_policy **out,
+		   char *err, size_t errlen)
+{
+	struct alerts_policy *ap = calloc(1, sizeof *ap);
+	int rc;
+
+	if (!ap) {
+		snprintf(err, errlen, "out of memory for alerts.lua");
+		return -ENOMEM;
+	}
+	rc = load_policy(policy_dir, ap, err, errlen);
+	if (rc < 0) {
+		free(ap);
+		return rc;
+	}
+	*out = ap;
+	return 0;
+}
+
+
+/* Resizes the queue to cap, keeping the newest alerts; those that no
+ * longer fit are counted and logged as dropped, as a full queue drops
+ * them. A failed allocation keeps the old size. */
+static void resize_queue(struct alerts *al, int cap)
+{
+	struct queued *ring = calloc((size_t)cap, sizeof *ring);
+	uint64_t dropped;
+	int keep, lost;
+
+	if (!ring) {
+		LOG(LOG_WARN, "alerts_queue_resize_failed",
+		    LF_I("from", al->cap), LF_I("to", cap),
+		    LF_S("reason", "out of memory; ignored"));
+		return;
+	}
+	pthread_mutex_lock(&al->mu);
+	keep = al->count < cap ? al->count : cap;
+	lost = al->count - keep;
+	for (int i = 0; i < keep; i++)
+		ring[i] = al->ring[(al->head + lost + i) % al->cap];
+	free(al->ring);
+	al->ring = ring;
+	al->cap = cap;
+	al->head = 0;
+	al->count = keep;
+	dropped = al->n.dropped += (uint64_t)lost;
+	pthread_mutex_unlock(&al->mu);
+	if (lost)
+		LOG(LOG_WARN, "alert_dropped", LF_I("alerts", lost),
+		    LF_U("dropped", dropped), LF_S("reason", "queue_resized"));
+}
+
+
+void alerts_commit(struct alerts *al, struct alerts_policy *fresh)
+{
+	struct alerts_policy *old;
+
+	if (!al) {
+		alerts_policy_free(fresh);
+		return;
+	}
+	if (!al->running) {
+		swap_in(al, fresh);
+		return;
+	}
+	if ((int)fresh->set.capacity != al->cap)
+		resize_queue(al, (int)fresh->set.capacity);
+	pthread_mutex_lock(&al->mu);
+	old = al->pending;
+	al->pending = fresh;
+	pthread_cond_signal(&al->cv);
+	pthread_mutex_unlock(&al->mu);
+	/* Two reloads before the thread woke: the first is never used. */
+	alerts_policy_free(old);
 }
 
 

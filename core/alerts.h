@@ -76,6 +76,9 @@ struct alerts_counters {
 
 struct alerts;
 
+/* alerts.lua loaded and checked by alerts_prepare(), not yet in force. */
+struct alerts_policy;
+
 /* ---- process set-up ------------------------------------------------ */
 
 /* Initialises libcurl. Call once, before any thread starts. Returns 0 or
@@ -102,11 +105,38 @@ int alerts_start(const char *policy_dir, const char *urls, struct alerts **out,
  * still in use. al may be NULL. */
 int alerts_stop(struct alerts *al);
 
+/* ---- reload (the thread that started al) --------------------------- */
+
+/* Loads <policy_dir>/alerts.lua into a fresh state and checks it as
+ * alerts_start() does, leaving what is in force alone. On success *out
+ * owns it: pass it to alerts_commit() or alerts_policy_free(). Returns 0,
+ * -EINVAL with the file and line or field named in err, or -ENOMEM. */
+int alerts_prepare(const char *policy_dir, struct alerts_policy **out,
+		   char *err, size_t errlen);
+
+/* Takes fresh and puts it in force. The alerts thread swaps it in before
+ * it routes its next alert and closes the old state then, so no route()
+ * or format() runs on a closed state; alerts still queued go out in the
+ * new format. De-duplication and the counters carry over; a new
+ * queue_capacity resizes the queue at once (the oldest alerts that no
+ * longer fit are dropped and counted). al may be NULL: fresh is freed. */
+void alerts_commit(struct alerts *al, struct alerts_policy *fresh);
+
+/* Frees a prepared policy that is not committed. p may be NULL. */
+void alerts_policy_free(struct alerts_policy *p);
+
 /* ---- raising (any thread) ------------------------------------------ */
 
-/* Fills a with the texts (cut to fit; key may be NULL) and no facts. */
+/* Fills a with the texts and no facts. Texts are cut to fit; a key too
+ * long keeps its head and ends in a hash of the whole, so long keys stay
+ * distinct. key may be NULL. */
 void alert_init(struct alert *a, const char *kind, const char *severity,
 		const char *key, const char *summary);
+
+/* Appends the fact name = value to a (name and text cut to fit).
+ * Returns 0, or -ENOSPC when a holds ALERT_FACTS_MAX facts already. */
+int alert_fact_int(struct alert *a, const char *name, long long value);
+int alert_fact_str(struct alert *a, const char *name, const char *value);
 
 /* Logs a (event "alert") and, when al has receivers, queues a copy;
  * when the queue is full the oldest alert is dropped and logged. Never

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "alerts.h"
 #include "body_buf.h"
 #include "gate.h"
 #include "log.h"
@@ -735,6 +736,7 @@ static void rebuild_if_broken(struct job_state *js)
  * running: it is the likeliest cause. Returns 1 when job was refused. */
 static int quarantined(struct job_state *js, struct job *job)
 {
+	struct alert a;
 	int crashes;
 
 	if (!js->env.ledger)
@@ -747,12 +749,13 @@ static int quarantined(struct job_state *js, struct job *job)
 	job->outcome = OUTCOME_JOB_ERROR;
 	snprintf(job->reason, sizeof job->reason,
 		 "quarantined: in flight at %d crashes of the worker", crashes);
-	/* TODO: the quarantine alert is not sent through the alerts thread
-	 * (job states have no handle on it), so webhooks never see it; it is
-	 * only this log line. */
-	LOG(LOG_WARN, "alert", LF_S("kind", "quarantine"),
-	    LF_S("severity", "critical"), LF_S("key", job->ledger_key),
-	    LF_S("summary", job->reason));
+	/* alerts_raise() logs the alert line too, and never waits for the
+	 * network, so a worker thread may call it. */
+	alert_init(&a, "quarantine", "critical", job->ledger_key, job->reason);
+	alert_fact_str(&a, "message_id", job->message_id);
+	alert_fact_int(&a, "crashes", crashes);
+	alert_fact_int(&a, "quarantine_after", js->env.quarantine_after);
+	alerts_raise(js->env.alerts, &a);
 	return 1;
 }
 

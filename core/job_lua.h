@@ -17,6 +17,7 @@
  * gives the database connection back clean.
  */
 
+struct alerts;
 struct job_state;
 
 struct job_env {
@@ -26,6 +27,7 @@ struct job_env {
 	struct ledger *ledger;
 	struct limits_shared *shared;	   /* NULL: limits never change */
 	int quarantine_after;		   /* crashes before a job is refused */
+	struct alerts *alerts;		   /* NULL: alerts are only logged */
 	/* may be NULL: no crash ledger */ /* may be NULL: host.db then
 					      raises */
 	int db_wait_ms; /* how long a job waits for a connection */

@@ -287,6 +287,7 @@ static int start_workers(struct app *app)
 		.ledger = app->ledger,
 		.shared = &app->shared,
 		.quarantine_after = app->failure.quarantine_after,
+		.alerts = app->alerts,
 		.db_wait_ms = DB_WAIT_MS,
 	};
 	char err[1024];
@@ -315,52 +316,70 @@ fail:
 }
 
 
-/* SIGHUP: every policy is loaded into a fresh state and tried; only
- * when all pass do they replace the ones in force, at once, and the
- * limits cached in C change with them. A refusal leaves everything as it
- * was and raises an alert saying why. Runs on the loop thread. */
-static void reload_policies(void *ctx)
+/* Policies a reload has loaded and tried, not yet in force. */
+struct fresh_policies {
+	struct limits limits;
+	struct policy memory;
+	struct failure_policy failure;
+	struct alerts_policy *alerts;
+};
+
+
+/* Loads and tries every policy into *f. Returns 0, or -EINVAL with the
+ * file and the line or field in err, nothing left open. */
+static int prepare_policies(struct app *app, struct fresh_policies *f,
+			    char *err, size_t errlen)
 {
-	struct app *app = ctx;
 	struct limits_context lctx = {
 		.memory_limit_bytes = app->memory_limit,
 		.concurrency = app->cfg.concurrency,
 		.prefetch = app->cfg.prefetch,
 	};
-	struct failure_policy failure;
-	struct policy memory;
-	struct limits lim;
+	const char *dir = app->cfg.policy_dir;
+
+	if (policy_load_limits(dir, &lctx, &f->limits, err, errlen) < 0 ||
+	    governor_prepare(app->governor, dir, &f->memory, err, errlen) < 0)
+		return -EINVAL;
+	if (failure_prepare(dir, &f->failure, err, errlen) < 0) {
+		policy_close(&f->memory);
+		return -EINVAL;
+	}
+	if (alerts_prepare(dir, &f->alerts, err, errlen) < 0) {
+		policy_close(&f->memory);
+		failure_close(&f->failure);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+
+/* SIGHUP: every policy is loaded into a fresh state and tried; only
+ * when all pass do they replace the ones in force, at once, and the
+ * limits cached in C change with them. A refusal leaves everything as it
+ * was and raises an alert saying why, formatted by the alerts.lua still
+ * in force. Runs on the loop thread. */
+static void reload_policies(void *ctx)
+{
+	struct app *app = ctx;
+	struct fresh_policies f = { .alerts = NULL };
 	struct alert a;
 	char err[1024];
-	int rc;
 
-	rc = policy_load_limits(app->cfg.policy_dir, &lctx, &lim, err,
-				sizeof err);
-	if (rc == 0)
-		rc = governor_prepare(app->governor, app->cfg.policy_dir,
-				      &memory, err, sizeof err);
-	if (rc == 0) {
-		rc = failure_prepare(app->cfg.policy_dir, &failure, err,
-				     sizeof err);
-		if (rc < 0)
-			policy_close(&memory);
-	}
-	if (rc < 0) {
+	if (prepare_policies(app, &f, err, sizeof err) < 0) {
 		LOG(LOG_ERROR, "policy_reload_refused", LF_S("reason", err));
 		alert_init(&a, "policy_reload", "warning", "policy_reload",
 			   err);
 		alerts_raise(app->alerts, &a);
 		return;
 	}
-	/* TODO: SIGHUP does not reload alerts.lua, so an edited alert format
-	 * takes a restart. */
-	governor_commit(app->governor, &memory, &lim);
+	governor_commit(app->governor, &f.memory, &f.limits);
 	failure_close(&app->failure);
-	app->failure = failure;
-	app->limits = lim;
-	limits_shared_set(&app->shared, &lim);
+	app->failure = f.failure;
+	app->limits = f.limits;
+	limits_shared_set(&app->shared, &f.limits);
+	alerts_commit(app->alerts, f.alerts);
 	LOG(LOG_INFO, "policies_reloaded",
-	    LF_U("max_message_bytes", lim.max_message_bytes),
+	    LF_U("max_message_bytes", f.limits.max_message_bytes),
 	    LF_S("policy_dir", app->cfg.policy_dir));
 }
 

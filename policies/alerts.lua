@@ -1,11 +1,13 @@
 -- Alert delivery policy for the worker host.
 --
--- The host raises an alert (memory pressure today) and hands it to its
--- alerts thread, which asks this module three things:
+-- The host raises an alert (kinds memory, backlog, policy_reload and
+-- quarantine) and hands it to its alerts thread, which asks this module
+-- three things:
 --
 --   settings()      how to send: the payload format, the timeouts, how
---                   often to retry and how many alerts may wait. Read once
---                   at start-up and checked by the host.
+--                   often to retry and how many alerts may wait. Read and
+--                   checked at start-up and at each reload (SIGHUP); a
+--                   reload that fails the check keeps the module in force.
 --   route(alert)    which condition the alert is about (the de-duplication
 --                   key), how long the same alert stays quiet after it was
 --                   sent, and whether to send it at all.

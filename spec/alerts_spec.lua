@@ -148,6 +148,8 @@ describe("alerts", function()
         "backlog", 3600, true },
       { "uses the kind when the key is empty",
         { kind = "backlog", key = "" }, "backlog", 900, true },
+      { "keys a quarantine by the message it stops, quiet for 15 minutes",
+        { kind = "quarantine", key = "id:poison" }, "id:poison", 900, true },
     }
     for _, row in ipairs(rows) do
       local name, over, key, repeat_seconds, send = table.unpack(row)
@@ -317,6 +319,21 @@ describe("alerts", function()
         assert.is_true(no_bare_non_finite(text))
       end)
     end
+
+    it("writes a quarantine with the message and its crash count",
+      function()
+        local body = generic({ kind = "quarantine", key = "id:poison",
+          summary = "quarantined: in flight at 3 crashes of the worker",
+          facts = { message_id = "poison", crashes = 3,
+            quarantine_after = 3 } })
+        assert.same({ "quarantine", "critical", "id:poison", "firing",
+          "quarantined: in flight at 3 crashes of the worker" },
+          { body.kind, body.severity, body.key, body.status, body.summary })
+        assert.same({ message_id = "poison", crashes = 3,
+          quarantine_after = 3 }, body.facts)
+        assert.same({}, body.notes)
+        assert.is_nil(body.used_ratio)
+      end)
 
     it("says what a resolve resolves", function()
       local body = generic({ severity = "resolved",

@@ -488,6 +488,212 @@ static void test_blackhole_many_threads(void)
 }
 
 
+#define V2_BODY                                                                \
+	"function(a) return { content_type = 'application/json',"              \
+	" body = 'v2 ' .. a.severity .. ' ' .. a.summary } end"
+
+
+/* Overwrites alerts.lua with text, as an operator's broken edit. */
+static void write_raw(const char *text)
+{
+	char path[64];
+	FILE *f;
+
+	snprintf(path, sizeof path, "%s/alerts.lua", dir);
+	f = fopen(path, "w");
+	fputs(text, f);
+	fclose(f);
+}
+
+
+/* A reload swaps the format in for the next alert; a refused one leaves
+ * the old format in force. The de-duplication state outlives both: a
+ * repeat after the swap is still a repeat, and the resolve still finds
+ * the condition it ends. */
+static void test_reload(void)
+{
+	static const struct {
+		const char *lua;
+		const char *message;
+	} broken[] = {
+		{ "return {\n  settings = function() return {} end,\n",
+		  "alerts.lua:3: unexpected symbol near <eof>" },
+		{ "return { settings = function() error('no') end }",
+		  "alerts.lua:1: no" },
+	};
+	struct receiver r = { .statuses = { 200 }, .nstatuses = 1 };
+	struct alerts_policy *fresh = NULL;
+	struct alerts_counters n;
+	struct alerts *al = NULL;
+	char url[64], err[512] = "";
+
+	receiver_start(&r);
+	url_of(&r, url, sizeof url);
+	write_policy(1000, 1, 10, 4, SUMMARY_BODY);
+	CHECK_INT(0, alerts_start(dir, url, &al, err, sizeof err));
+	raise_one(al, "warning", "a", "one");
+	wait_counter(al, offsetof(struct alerts_counters, sent), 1, 3000);
+
+	for (size_t i = 0; i < sizeof broken / sizeof broken[0]; i++) {
+		write_raw(broken[i].lua);
+		CHECK_INT(-EINVAL,
+			  alerts_prepare(dir, &fresh, err, sizeof err));
+		CHECK_CONTAINS(broken[i].message, err);
+	}
+	raise_one(al, "critical", "a", "two");
+	wait_counter(al, offsetof(struct alerts_counters, sent), 2, 3000);
+
+	write_policy(1000, 1, 10, 16, V2_BODY);
+	CHECK_INT(0, alerts_prepare(dir, &fresh, err, sizeof err));
+	alerts_commit(al, fresh);
+	raise_one(al, "critical", "a", "three");
+	raise_one(al, "resolved", "a", "four");
+	wait_counter(al, offsetof(struct alerts_counters, sent), 3, 3000);
+	usleep(200000);
+	alerts_counters(al, &n);
+	CHECK_INT(3, requests(&r));
+	CHECK_INT(1, n.suppressed);
+	CHECK_STR("warning one", r.bodies[0]);
+	CHECK_STR("critical two", r.bodies[1]);
+	CHECK_STR("v2 resolved four", r.bodies[2]);
+	CHECK_INT(0, alerts_stop(al));
+	receiver_stop(&r);
+}
+
+
+/* Two commits in a row: the later one is in force and the earlier one is
+ * freed whether or not the thread saw it. Without a URL (no thread) the
+ * swap is immediate. */
+static void test_commit_twice(void)
+{
+	struct receiver r = { .statuses = { 200 }, .nstatuses = 1 };
+	struct alerts_policy *a = NULL, *b = NULL;
+	struct alerts *al = NULL;
+	char url[64], err[512] = "";
+
+	receiver_start(&r);
+	url_of(&r, url, sizeof url);
+	write_policy(1000, 1, 10, 4, SUMMARY_BODY);
+	CHECK_INT(0, alerts_start(dir, url, &al, err, sizeof err));
+	CHECK_INT(0, alerts_prepare(dir, &a, err, sizeof err));
+	write_policy(1000, 1, 10, 4, V2_BODY);
+	CHECK_INT(0, alerts_prepare(dir, &b, err, sizeof err));
+	alerts_commit(al, a);
+	alerts_commit(al, b);
+	raise_one(al, "info", "x", "last");
+	wait_counter(al, offsetof(struct alerts_counters, sent), 1, 3000);
+	CHECK_STR("v2 info last", r.bodies[0]);
+	CHECK_INT(0, alerts_stop(al));
+	receiver_stop(&r);
+
+	CHECK_INT(0, alerts_start(dir, "", &al, err, sizeof err));
+	CHECK_INT(0, alerts_prepare(dir, &a, err, sizeof err));
+	alerts_commit(al, a);
+	CHECK_INT(0, alerts_stop(al));
+	CHECK_INT(0, alerts_prepare(dir, &a, err, sizeof err));
+	alerts_commit(NULL, a);
+	alerts_policy_free(NULL);
+}
+
+
+/* Returns 1 once a connection waits on the silent receiver r, 0 when
+ * none came within ms. */
+static int connection_waits(struct receiver *r, int ms)
+{
+	struct pollfd p = { .fd = r->fd, .events = POLLIN };
+
+	return poll(&p, 1, ms) == 1;
+}
+
+
+/* A smaller queue_capacity takes effect at the commit: while a send
+ * hangs, the oldest queued alerts that no longer fit are dropped and
+ * counted, and the queue then holds the new number. */
+static void test_resize_queue(void)
+{
+	struct receiver r = { .silent = 1 };
+	struct alerts_policy *fresh = NULL;
+	struct alerts_counters n;
+	struct alerts *al = NULL;
+	char url[64], err[512] = "";
+
+	receiver_start(&r);
+	url_of(&r, url, sizeof url);
+	write_policy(3000, 1, 10, 8, SUMMARY_BODY);
+	CHECK_INT(0, alerts_start(dir, url, &al, err, sizeof err));
+	for (int i = 0; i < 6; i++) {
+		char key[8];
+
+		snprintf(key, sizeof key, "q%d", i);
+		raise_one(al, "warning", key, "queued");
+	}
+	/* The thread took the first alert and hangs sending it; five stay
+	 * queued. */
+	CHECK_INT(1, connection_waits(&r, 3000));
+	alerts_counters(al, &n);
+	CHECK_INT(0, n.dropped);
+	write_policy(3000, 1, 10, 2, SUMMARY_BODY);
+	CHECK_INT(0, alerts_prepare(dir, &fresh, err, sizeof err));
+	alerts_commit(al, fresh);
+	alerts_counters(al, &n);
+	CHECK_INT(3, n.dropped);
+	raise_one(al, "warning", "q6", "one more");
+	alerts_counters(al, &n);
+	CHECK_INT(4, n.dropped);
+	CHECK_INT(0, alerts_stop(al));
+	receiver_stop(&r);
+}
+
+
+/* Keys that fit are kept; longer ones keep their head and end in a
+ * hash, so two that differ only at the end stay two conditions. */
+static void test_init_key(void)
+{
+	char a_id[128], b_id[128];
+	struct alert a, b;
+
+	alert_init(&a, "quarantine", "critical", "id:short", "s");
+	CHECK_STR("id:short", a.key);
+	memset(a_id, 'x', sizeof a_id - 1);
+	a_id[sizeof a_id - 1] = '\0';
+	memcpy(b_id, a_id, sizeof b_id);
+	b_id[120] = 'y';
+	alert_init(&a, "quarantine", "critical", a_id, "s");
+	alert_init(&b, "quarantine", "critical", b_id, "s");
+	CHECK_INT(ALERT_KEY_MAX - 1, strlen(a.key));
+	CHECK_INT(0, strncmp(a.key, a_id, ALERT_KEY_MAX - 18));
+	CHECK_INT('~', a.key[ALERT_KEY_MAX - 18]);
+	CHECK_INT(1, strcmp(a.key, b.key) != 0);
+	alert_init(&b, "quarantine", "critical", a_id, "s");
+	CHECK_STR(a.key, b.key);
+	alert_init(&a, "k", "info", NULL, NULL);
+	CHECK_STR("", a.key);
+}
+
+
+/* Facts are appended in order until the table is full. */
+static void test_fact_helpers(void)
+{
+	struct alert a;
+
+	alert_init(&a, "quarantine", "critical", "k", "s");
+	CHECK_INT(0, alert_fact_str(&a, "message_id", "m-1"));
+	CHECK_INT(0, alert_fact_int(&a, "crashes", 3));
+	CHECK_INT(2, a.facts.n);
+	CHECK_STR("message_id", a.facts.v[0].name);
+	CHECK_INT(ALERT_FACT_STR, a.facts.v[0].type);
+	CHECK_STR("m-1", a.facts.v[0].s);
+	CHECK_STR("crashes", a.facts.v[1].name);
+	CHECK_INT(ALERT_FACT_INT, a.facts.v[1].type);
+	CHECK_INT(3, a.facts.v[1].i);
+	while (a.facts.n < ALERT_FACTS_MAX)
+		alert_fact_int(&a, "n", a.facts.n);
+	CHECK_INT(-ENOSPC, alert_fact_int(&a, "one_too_many", 1));
+	CHECK_INT(-ENOSPC, alert_fact_str(&a, "one_too_many", "x"));
+	CHECK_INT(ALERT_FACTS_MAX, a.facts.n);
+}
+
+
 static void test_facts_read(void)
 {
 	static const struct {
@@ -531,6 +737,8 @@ int main(void)
 		return 1;
 	log_threshold = LOG_ERROR;
 	test_facts_read();
+	test_init_key();
+	test_fact_helpers();
 	test_shipped_without_url();
 	test_refusals();
 	test_retry_after();
@@ -538,6 +746,9 @@ int main(void)
 	test_dedup();
 	test_fallback();
 	test_blackhole_many_threads();
+	test_reload();
+	test_commit_twice();
+	test_resize_queue();
 	alerts_global_cleanup();
 	{
 		char path[64];

@@ -41,66 +41,6 @@ use_percent() {  # use_percent PERCENT [WRITER]
 }
 use_percent 10
 
-pids=()
-stop_helpers() {
-  local pid
-  for pid in "${pids[@]}"; do
-    kill "$pid" 2>/dev/null || true
-  done
-  cleanup
-}
-trap stop_helpers EXIT
-
-
-# await SECONDS COMMAND...: wait_for that says so when it times out and
-# lets the script go on, so the checks that follow fail with a reason
-# instead of set -e ending the run without a count.
-await() {
-  wait_for "$@" || echo "note: gave up after $1 s waiting for: ${*:2}"
-}
-
-# start_receiver NAME ARGS...: receiver.py on 127.0.0.1 recording into
-# $WORK/NAME.jsonl; sets RPORT and RPID.
-start_receiver() {
-  local name=$1
-  shift
-  : >"$WORK/$name.jsonl"
-  python3 "$REPO/tests/e2e/receiver.py" --port-file "$WORK/$name.port" \
-    --log "$WORK/$name.jsonl" "$@" &
-  RPID=$!
-  pids+=("$RPID")
-  wait_for 10 test -s "$WORK/$name.port"
-  RPORT=$(cat "$WORK/$name.port")
-}
-
-# q FILE EXPR: EXPR in Python over rs, the receiver's records, each with
-# its body decoded as r["b"] (None when it is not strict JSON).
-q() {
-  python3 - "$1" "$2" <<'EOF'
-import json, sys
-rs = [json.loads(line) for line in open(sys.argv[1])]
-for r in rs:
-    r["b"] = json.loads(r["body"]) if r["strict_json"] else None
-print(eval(sys.argv[2], {"rs": rs}))
-EOF
-}
-
-# logq LOG EXPR: EXPR in Python over ls, the worker's log lines decoded.
-logq() {
-  python3 - "$1" "$2" <<'EOF'
-import json, sys
-ls = []
-for line in open(sys.argv[1]):
-    try:
-        ls.append(json.loads(line))
-    except ValueError:
-        pass
-def ev(name):
-    return [l for l in ls if l.get("event") == name]
-print(eval(sys.argv[2], {"ls": ls, "ev": ev}))
-EOF
-}
-
 count() { grep -c "$2" "$1" || true; }
 at_least() { [ "$(count "$1" "$2")" -ge "$3" ]; }
 sampled() {  # sampled LOG LEVEL N: N samples at LEVEL so far
@@ -298,7 +238,7 @@ if unshare --mount --propagation private true 2>/dev/null; then
   python3 "$REPO/tests/e2e/receiver.py" --dns-blackhole --host 127.0.0.77 \
     --port 53 --port-file "$WORK/dns.port" --log "$WORK/dns.jsonl" \
     2>/dev/null &
-  pids+=("$!")
+  HELPER_PIDS+=("$!")
   if wait_for 5 test -s "$WORK/dns.port"; then
     dns=1
     echo "nameserver 127.0.0.77" >"$WORK/resolv.conf"

@@ -26,7 +26,16 @@ export DATABASE_URL_ADMIN=$DATABASE_URL
 export DATABASE_URL="${DATABASE_URL%/*}/$TEST_DB"
 
 
+# Helper processes a test starts (receivers, fake servers); cleanup ends
+# them.
+HELPER_PIDS=()
+
+
 cleanup() {
+  local pid
+  for pid in "${HELPER_PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
   "$MRCTL" delete "$AMQP_QUEUE" "$AMQP_QUEUE.dlq" >/dev/null 2>&1 || true
   psql "$DATABASE_URL_ADMIN" -qAtc "DROP DATABASE IF EXISTS $TEST_DB" \
     >/dev/null 2>&1 || true
@@ -112,4 +121,54 @@ cgroup_fixture() {
   printf 'Name:\tmoonrabbit\nVmRSS:\t10240 kB\n' >"$root/proc/self/status"
   echo "$2" >"$root/sys/fs/cgroup/memory.max"
   printf 'anon 0\nfile 0\ninactive_file 0\n' >"$root/sys/fs/cgroup/memory.stat"
+}
+
+
+# await SECONDS COMMAND...: wait_for that says so when it times out and
+# lets the script go on, so the checks that follow fail with a reason
+# instead of set -e ending the run without a count.
+await() {
+  wait_for "$@" || echo "note: gave up after $1 s waiting for: ${*:2}"
+}
+
+# start_receiver NAME ARGS...: receiver.py on 127.0.0.1 recording into
+# $WORK/NAME.jsonl; sets RPORT and RPID.
+start_receiver() {
+  local name=$1
+  shift
+  : >"$WORK/$name.jsonl"
+  python3 "$REPO/tests/e2e/receiver.py" --port-file "$WORK/$name.port" \
+    --log "$WORK/$name.jsonl" "$@" &
+  RPID=$!
+  HELPER_PIDS+=("$RPID")
+  wait_for 10 test -s "$WORK/$name.port"
+  RPORT=$(cat "$WORK/$name.port")
+}
+
+# q FILE EXPR: EXPR in Python over rs, the receiver's records, each with
+# its body decoded as r["b"] (None when it is not strict JSON).
+q() {
+  python3 - "$1" "$2" <<'EOF'
+import json, sys
+rs = [json.loads(line) for line in open(sys.argv[1])]
+for r in rs:
+    r["b"] = json.loads(r["body"]) if r["strict_json"] else None
+print(eval(sys.argv[2], {"rs": rs}))
+EOF
+}
+
+# logq LOG EXPR: EXPR in Python over ls, the worker's log lines decoded.
+logq() {
+  python3 - "$1" "$2" <<'EOF'
+import json, sys
+ls = []
+for line in open(sys.argv[1]):
+    try:
+        ls.append(json.loads(line))
+    except ValueError:
+        pass
+def ev(name):
+    return [l for l in ls if l.get("event") == name]
+print(eval(sys.argv[2], {"ls": ls, "ev": ev}))
+EOF
 }

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Crash-loop quarantine: a message that kills the worker every time is
 # dead-lettered unrun on the delivery after its third crash (failure.lua's
-# quarantine_after_crashes), with an alert naming it, and every other
-# message is stored.
+# quarantine_after_crashes), with an alert naming it that reaches a local
+# webhook receiver once, and every other message is stored.
 . "$(dirname "$0")/lib.sh"
+
+# The receiver is on 127.0.0.1.
+unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY all_proxy
 
 export JOB_SCRIPT=$REPO/tests/e2e/jobs/crash.lua
 export STATE_DIR=$WORK/state WORKER_CONCURRENCY_PER_WORKER=1
+start_receiver hook
+export ALERT_WEBHOOK_URL="http://127.0.0.1:$RPORT/hook"
 
 for i in $(seq 1 30); do
   if [ "$i" = 10 ]; then
@@ -34,5 +39,21 @@ check_true "an alert names it" grep -q \
   '"event":"alert","kind":"quarantine","severity":"critical","key":"id:poison"' \
   "$log"
 check "every other message is stored" 29 "$(sql "SELECT count(*) FROM c")"
+# received EXPR: EXPR in Python over qs, the quarantine alerts received.
+received() {
+  q "$WORK/hook.jsonl" "(lambda qs: $1)([r['b'] for r in rs
+    if r['b']['kind'] == 'quarantine'])"
+}
+check "the receiver gets the quarantine alert once" 1 "$(received 'len(qs)')"
+check "it is critical, keyed by the message, with the crash count" \
+  "critical id:poison poison 3 3" \
+  "$(received '" ".join(str(x) for x in (qs[0]["severity"], qs[0]["key"],
+    *(qs[0]["facts"][k] for k in ("message_id", "crashes",
+      "quarantine_after"))))')"
+check "its summary is the reason the job failed" \
+  "quarantined: in flight at 3 crashes of the worker" \
+  "$(received 'qs[0]["summary"]')"
+check "the alerts thread sent it and gave nothing up" "1 0" \
+  "$(logq "$log" '" ".join(str(ev("alerts_stopped")[0][k]) for k in ("sent", "failed"))')"
 
 finish
