@@ -55,6 +55,7 @@ struct consumer {
 	int stopping;
 	int paused;
 	int prefetch;
+	int db_open; /* pool connections at the last turn */
 	char *err;
 	size_t errlen;
 };
@@ -725,6 +726,25 @@ static int drained(struct consumer *c)
 }
 
 
+/* Exports the pool's figures, and logs each connection that a pool which
+ * started short gains later. */
+static void watch_db(struct consumer *c)
+{
+	struct db_pool_stats st;
+
+	if (!c->o->db)
+		return;
+	db_pool_stats(c->o->db, &st);
+	metrics_set(c->o->metrics, MG_DB_OPEN, st.open);
+	metrics_set(c->o->metrics, MG_DB_IN_USE, st.in_use);
+	metrics_set(c->o->metrics, MG_DB_WAITING, st.waiting);
+	if (c->db_open && st.open > c->db_open)
+		LOG(LOG_INFO, "db_pool_grew", LF_I("wanted", st.wanted),
+		    LF_I("open", st.open));
+	c->db_open = st.open;
+}
+
+
 /* One turn of the loop: settle what finished, then read one frame. */
 static int turn(struct consumer *c)
 {
@@ -738,13 +758,7 @@ static int turn(struct consumer *c)
 	metrics_set(c->o->metrics, MG_JOBS_QUEUED, queued);
 	metrics_set(c->o->metrics, MG_JOBS_ACTIVE, active);
 	metrics_set(c->o->metrics, MG_IN_FLIGHT, pool_in_flight(c->o->pool));
-	if (c->o->db && c->o->metrics) {
-		int in_use, waiting;
-
-		db_pool_load(c->o->db, &in_use, &waiting);
-		metrics_set(c->o->metrics, MG_DB_IN_USE, in_use);
-		metrics_set(c->o->metrics, MG_DB_WAITING, waiting);
-	}
+	watch_db(c);
 	rc = next_frame(c, &f);
 	if (rc == -EAGAIN)
 		return 0;

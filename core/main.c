@@ -421,6 +421,46 @@ static void teardown(struct app *app)
 }
 
 
+/* Logs, once, a pool that opened with fewer connections than asked for;
+ * reason is the server's refusal. */
+static void log_shortfall(struct app *app, const char *database,
+			  const char *reason)
+{
+	struct db_pool_stats st;
+
+	db_pool_stats(app->db, &st);
+	if (st.open == st.wanted)
+		return;
+	LOG(LOG_WARN, "db_pool_shortfall", LF_S("database", database),
+	    LF_I("wanted", st.wanted), LF_I("open", st.open),
+	    LF_I("concurrency", app->cfg.concurrency), LF_S("reason", reason),
+	    LF_S("fix", "jobs share the connections open and the pool asks "
+			"for more with backoff; lower DB_POOL_SIZE or raise "
+			"the server's max_connections or the role's "
+			"CONNECTION LIMIT"));
+}
+
+
+/* Opens the database pool. A server out of connection slots (SQLSTATE
+ * 53300) that let some connections in is no reason to stop: the pool
+ * starts short. Anything else stops start-up. Returns 0 with app->db
+ * set, or -EIO; both logged. */
+static int open_db(struct app *app)
+{
+	char err[1024], masked[512];
+
+	config_mask_url(app->cfg.database_url, masked, sizeof masked);
+	if (db_pool_open(app->cfg.database_url, app->cfg.db_pool_size, &app->db,
+			 err, sizeof err) == 0) {
+		log_shortfall(app, masked, err);
+		return 0;
+	}
+	LOG(LOG_ERROR, "db_connect_failed", LF_S("database", masked),
+	    LF_S("reason", err));
+	return -EIO;
+}
+
+
 /* Asks the server for max_connections once and logs what config.lua
  * finds with it that it did not find before (case 020). Never fatal: the
  * pool is open by now, and a server short of connections is the pool's
@@ -466,7 +506,6 @@ static int run(struct app *app)
 	};
 	struct consumer_summary sum;
 	char err[1024];
-	char masked[512];
 	int rc;
 
 	/* First, so /healthz answers while the database and broker are
@@ -482,13 +521,8 @@ static int run(struct app *app)
 	if (app->metrics)
 		LOG(LOG_INFO, "metrics_listening",
 		    LF_S("addr", app->cfg.metrics_addr));
-	config_mask_url(app->cfg.database_url, masked, sizeof masked);
-	if (db_pool_open(app->cfg.database_url, app->cfg.db_pool_size, &app->db,
-			 err, sizeof err) < 0) {
-		LOG(LOG_ERROR, "db_connect_failed", LF_S("database", masked),
-		    LF_S("reason", err));
+	if (open_db(app) < 0)
 		return 1;
-	}
 	check_server(app);
 	if (alerts_start(app->cfg.policy_dir, app->cfg.alert_webhook_url,
 			 &app->alerts, err, sizeof err) < 0) {
