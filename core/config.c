@@ -29,6 +29,10 @@ static const struct int_setting int_settings[] = {
 	{ "WORKER_CONCURRENCY_PER_WORKER", 8, 1, 256,
 	  offsetof(struct config, concurrency) },
 	{ "DB_POOL_SIZE", 8, 1, 1000, offsetof(struct config, db_pool_size) },
+	/* How long start-up waits for a server with no connection slot
+	 * free (SQLSTATE 53300) to let one connection in. */
+	{ "DB_CONNECT_WAIT_SECONDS", 60, 0, 3600,
+	  offsetof(struct config, db_connect_wait_seconds) },
 	{ "DB_MAX_OVERFLOW", 0, 0, 1000,
 	  offsetof(struct config, db_max_overflow) },
 	{ "WORKER_REPLICAS", 1, 1, 1000, offsetof(struct config, replicas) },

@@ -18,6 +18,7 @@ struct config {
 	const char *database_url;
 	int concurrency;
 	int db_pool_size;
+	int db_connect_wait_seconds;
 	int db_max_overflow;
 	int replicas;
 	const char *policy_dir;

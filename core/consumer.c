@@ -68,6 +68,7 @@ struct consumer {
 	int stopping;
 	int paused;
 	int prefetch;
+	int db_open; /* pool connections at the last turn */
 	char *err;
 	size_t errlen;
 };
@@ -745,32 +746,44 @@ static int drained(struct consumer *c)
 }
 
 
+/* Exports the pool's figures, and logs each connection that a pool which
+ * started short gains later. */
+static void watch_db(struct consumer *c)
+{
+	struct db_pool_stats st;
+
+	if (!c->o->db)
+		return;
+	db_pool_stats(c->o->db, &st);
+	metrics_set(c->o->metrics, MG_DB_OPEN, st.open);
+	metrics_set(c->o->metrics, MG_DB_IN_USE, st.in_use);
+	metrics_set(c->o->metrics, MG_DB_WAITING, st.waiting);
+	if (c->db_open && st.open > c->db_open)
+		LOG(LOG_INFO, "db_pool_grew", LF_I("wanted", st.wanted),
+		    LF_I("open", st.open));
+	c->db_open = st.open;
+}
+
+
 /* Copies the pool gauges for /metrics. Reading them takes the pool's
  * and the database pool's locks, which every worker also takes, so it
  * happens twenty times a second at most rather than once per frame. */
 static void publish_gauges(struct consumer *c)
 {
 	struct metrics *m = c->o->metrics;
-	double now;
+	double now = now_s();
 	int queued, active;
 
-	if (!m)
-		return;
-	now = now_s();
 	if (now < c->gauges_at + GAUGE_EVERY_S)
 		return;
 	c->gauges_at = now;
+	watch_db(c);
+	if (!m)
+		return;
 	pool_load(c->o->pool, &queued, &active);
 	metrics_set(m, MG_JOBS_QUEUED, queued);
 	metrics_set(m, MG_JOBS_ACTIVE, active);
 	metrics_set(m, MG_IN_FLIGHT, pool_in_flight(c->o->pool));
-	if (c->o->db) {
-		int in_use, waiting;
-
-		db_pool_load(c->o->db, &in_use, &waiting);
-		metrics_set(m, MG_DB_IN_USE, in_use);
-		metrics_set(m, MG_DB_WAITING, waiting);
-	}
 }
 
 

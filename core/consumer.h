@@ -26,7 +26,7 @@ struct consumer_opts {
 	const struct config *cfg;
 	const struct limits *limits;
 	struct pool *pool;
-	struct db_pool *db;		/* may be NULL; read for metrics only */
+	struct db_pool *db;		/* may be NULL; for metrics, logs */
 	int drain;			/* exit once the queue is empty */
 	struct governor *governor;	/* NULL: no memory governor */
 	struct failure_policy *failure; /* NULL: job_errors dead-letter */

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "alerts.h"
@@ -32,6 +33,9 @@
 #define EXIT_RECYCLE 3
 /* A job waits this long for a database connection before failing. */
 #define DB_WAIT_MS 30000
+/* Start-up backoff while the server has no connection slot free. */
+#define DB_RETRY_MIN_S 0.5
+#define DB_RETRY_MAX_S 8.0
 
 static volatile sig_atomic_t stop_requested;
 
@@ -441,6 +445,101 @@ static void teardown(struct app *app)
 }
 
 
+static double mono_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+
+static void sleep_s(double s)
+{
+	struct timespec ts = { (time_t)s, (long)((s - (time_t)s) * 1e9) };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+
+/* Logs, once, a pool that opened with fewer connections than asked for;
+ * reason is the server's refusal. */
+static void log_shortfall(struct app *app, const char *database,
+			  const char *reason)
+{
+	struct db_pool_stats st;
+
+	db_pool_stats(app->db, &st);
+	if (st.open == st.wanted)
+		return;
+	LOG(LOG_WARN, "db_pool_shortfall", LF_S("database", database),
+	    LF_I("wanted", st.wanted), LF_I("open", st.open),
+	    LF_I("concurrency", app->cfg.concurrency), LF_S("reason", reason),
+	    LF_S("fix", "jobs share the connections open and the pool asks "
+			"for more with backoff; lower DB_POOL_SIZE or raise "
+			"the server's max_connections or the role's "
+			"CONNECTION LIMIT"));
+}
+
+
+/* Opens the database pool. A server out of connection slots (SQLSTATE
+ * 53300) is no reason to stop: a pool that got some connections starts
+ * short, and one that got none tries again with capped, jittered
+ * backoff for DB_CONNECT_WAIT_SECONDS. Anything else stops start-up.
+ * Returns 0 with app->db set, or -EIO; both logged. */
+static int open_db(struct app *app)
+{
+	const struct config *cfg = &app->cfg;
+	double delay = DB_RETRY_MIN_S;
+	double until = mono_s() + cfg->db_connect_wait_seconds;
+	char err[1024], masked[512];
+	int rc, tries = 0;
+
+	config_mask_url(cfg->database_url, masked, sizeof masked);
+	srand48((long)time(NULL) ^ (long)getpid());
+	for (;;) {
+		double left, nap;
+
+		rc = db_pool_open(cfg->database_url, cfg->db_pool_size,
+				  &app->db, err, sizeof err);
+		left = until - mono_s();
+		if (rc != -EAGAIN || left <= 0)
+			break;
+		if (tries++ == 0)
+			LOG(LOG_WARN, "db_pool_waiting",
+			    LF_S("database", masked), LF_S("reason", err),
+			    LF_I("wait_s", cfg->db_connect_wait_seconds));
+		/* The last try falls on the end of the wait. */
+		nap = delay * (0.8 + 0.4 * drand48());
+		sleep_s(nap < left ? nap : left);
+		delay = delay * 2 > DB_RETRY_MAX_S ? DB_RETRY_MAX_S : delay * 2;
+	}
+	if (rc == 0) {
+		log_shortfall(app, masked, err);
+		return 0;
+	}
+	if (rc == -EAGAIN) {
+		char fix[256];
+
+		snprintf(fix, sizeof fix,
+			 "no connection slot came free within "
+			 "DB_CONNECT_WAIT_SECONDS (%d): lower DB_POOL_SIZE "
+			 "(%d) or WORKER_REPLICAS (%d), or raise the server's "
+			 "max_connections or the role's CONNECTION LIMIT",
+			 cfg->db_connect_wait_seconds, cfg->db_pool_size,
+			 cfg->replicas);
+		LOG(LOG_ERROR, "db_connect_failed", LF_S("database", masked),
+		    LF_S("reason", err), LF_I("attempts", tries + 1),
+		    LF_S("fix", fix));
+		return -EIO;
+	}
+	LOG(LOG_ERROR, "db_connect_failed", LF_S("database", masked),
+	    LF_S("reason", err));
+	return -EIO;
+}
+
+
 /* Asks the server for max_connections once and logs what config.lua
  * finds with it that it did not find before (case 020). Never fatal: the
  * pool is open by now, and a server short of connections is the pool's
@@ -486,7 +585,6 @@ static int run(struct app *app)
 	};
 	struct consumer_summary sum;
 	char err[1024];
-	char masked[512];
 	int rc;
 
 	/* First, so /healthz answers while the database and broker are
@@ -502,13 +600,8 @@ static int run(struct app *app)
 	if (app->metrics)
 		LOG(LOG_INFO, "metrics_listening",
 		    LF_S("addr", app->cfg.metrics_addr));
-	config_mask_url(app->cfg.database_url, masked, sizeof masked);
-	if (db_pool_open(app->cfg.database_url, app->cfg.db_pool_size, &app->db,
-			 err, sizeof err) < 0) {
-		LOG(LOG_ERROR, "db_connect_failed", LF_S("database", masked),
-		    LF_S("reason", err));
+	if (open_db(app) < 0)
 		return 1;
-	}
 	check_server(app);
 	if (alerts_start(app->cfg.policy_dir, app->cfg.alert_webhook_url,
 			 &app->alerts, err, sizeof err) < 0) {

@@ -84,6 +84,9 @@ static const struct metric_desc gauge_desc[MG_COUNT] = {
 			     "Worker threads running a job." },
 	[MG_POOL_THREADS] = { "moonrabbit_pool_threads",
 			      "Worker threads, each with its own Lua state." },
+	[MG_DB_OPEN] = { "moonrabbit_db_connections_open",
+			 "Database connections the pool holds; below "
+			 "DB_POOL_SIZE while the server is short of slots." },
 	[MG_DB_IN_USE] = { "moonrabbit_db_connections_in_use",
 			   "Database connections checked out of the pool." },
 	[MG_DB_WAITING] = { "moonrabbit_db_connection_waiters",

@@ -50,6 +50,7 @@ enum metrics_gauge {
 	MG_JOBS_QUEUED,	    /* jobs waiting for a worker thread */
 	MG_JOBS_ACTIVE,	    /* worker threads running a job */
 	MG_POOL_THREADS,    /* worker threads */
+	MG_DB_OPEN,	    /* database connections the pool holds */
 	MG_DB_IN_USE,	    /* database connections checked out */
 	MG_DB_WAITING,	    /* jobs waiting for a database connection */
 	MG_MEM_RSS,	    /* bytes, from the last memory sample */
