@@ -28,31 +28,61 @@ static void forget_bodies(struct job **jobs, int n)
 }
 
 
-/* Runs the gated jobs in one transaction. Returns 0 once committed, or
- * -EIO when the transaction failed and nothing of it stands. */
+/* After a job of the batch: a failed job's work is rolled back to its
+ * savepoint; a job that claims success must have left the transaction
+ * open and sound, or the whole batch is run again job by job. */
+static int settle_savepoint(struct job_state *js, struct job *job, int *begun,
+			    char *err, size_t errlen)
+{
+	if (job_state_deferred(js)) {
+		/* The job ran no statement: its savepoint was never made,
+		 * and nothing of it needs undoing. BEGIN may wait on. */
+		job_state_undefer(js);
+		return 0;
+	}
+	*begun = 1;
+	if (job->outcome != OUTCOME_OK)
+		return job_state_exec(js, "ROLLBACK TO SAVEPOINT mr_job", err,
+				      errlen);
+	if (job_state_in_transaction(js) != 1) {
+		snprintf(err, errlen,
+			 "job %s left the batch's transaction failed or ended",
+			 job->message_id);
+		return -EIO;
+	}
+	return 0;
+}
+
+
+/* Runs the gated jobs in one transaction. Each job's savepoint, and the
+ * BEGIN before the first, go out with the job's first statement rather
+ * than in round trips of their own, and savepoints are not released:
+ * COMMIT releases them all. Returns 0 once committed (or when no job ran
+ * a statement), or -EIO when the transaction failed and nothing of it
+ * stands. */
 static int run_in_transaction(struct job_state *js, struct job **jobs, int n)
 {
 	char err[256];
+	int begun = 0;
 
-	if (job_state_exec(js, "BEGIN", err, sizeof err) < 0)
-		goto fail;
 	for (int i = 0; i < n; i++) {
-		if (job_state_exec(js, "SAVEPOINT mr_job", err, sizeof err) < 0)
-			goto fail;
+		if (!begun && !job_state_deferred(js))
+			job_state_defer(js, "BEGIN");
+		job_state_defer(js, "SAVEPOINT mr_job");
 		job_state_call(js, jobs[i]);
 		job_state_recover(js);
-		if (job_state_exec(js,
-				   jobs[i]->outcome == OUTCOME_OK
-					   ? "RELEASE SAVEPOINT mr_job"
-					   : "ROLLBACK TO SAVEPOINT mr_job",
-				   err, sizeof err) < 0)
+		if (settle_savepoint(js, jobs[i], &begun, err, sizeof err) < 0)
 			goto fail;
 	}
-	if (job_state_exec(js, "COMMIT", err, sizeof err) < 0)
+	while (job_state_deferred(js))
+		job_state_undefer(js);
+	if (begun && job_state_commit(js, err, sizeof err) < 0)
 		goto fail;
 	job_state_release(js);
 	return 0;
 fail:
+	while (job_state_deferred(js))
+		job_state_undefer(js);
 	LOG(LOG_WARN, "batch_failed", LF_I("jobs", n), LF_S("reason", err));
 	job_state_release(js);
 	return -EIO;

@@ -45,7 +45,11 @@ struct job_state {
 	unsigned limits_version; /* of env.shared last copied */
 	int decode_failed;	 /* msg.body could not be decoded */
 	char decode_error[128];
-	PGconn *conn;		       /* checked out for the running job */
+	PGconn *conn; /* checked out for the running job */
+	/* Commands a batch wants run before the job's next statement; they
+	 * go out with it in one round trip (libpq's pipeline mode). */
+	const char *deferred[JOB_DEFERRED_MAX];
+	int ndeferred;
 	struct job *job;	       /* the running job, for logs */
 	struct watch watch;	       /* the time budget */
 	int watched;		       /* watch is registered */
@@ -244,6 +248,66 @@ static void push_rows(lua_State *L, PGresult *r)
 /* host.db.query(sql, ...) -> rows, affected. Raises "SQLSTATE xxxxx: ..."
  * on a database error. The result sits in a box with a finalizer, so an
  * error while building the rows cannot leak it. */
+/* Reads the results of one pipelined statement up to its end; keeps the
+ * first result and clears the rest. */
+static PGresult *pipeline_result(PGconn *conn)
+{
+	PGresult *first = PQgetResult(conn);
+	PGresult *more;
+
+	if (!first)
+		return NULL;
+	if (PQresultStatus(first) == PGRES_PIPELINE_SYNC)
+		return first;
+	while ((more = PQgetResult(conn)) != NULL)
+		PQclear(more);
+	return first;
+}
+
+
+/* Sends the deferred commands and the job's statement together and
+ * returns the statement's result; a deferred command that fails stands
+ * in for it, since the server skipped the statement. NULL when the
+ * connection failed, as PQexecParams. */
+static PGresult *exec_after_deferred(struct job_state *js, PGconn *conn,
+				     const char *sql, int n,
+				     const char *const *values)
+{
+	PGresult *failed = NULL;
+	PGresult *r = NULL;
+	int sent = PQenterPipelineMode(conn);
+
+	for (int i = 0; sent && i < js->ndeferred; i++)
+		sent = PQsendQueryParams(conn, js->deferred[i], 0, NULL, NULL,
+					 NULL, NULL, 0);
+	js->ndeferred = 0;
+	sent = sent &&
+	       PQsendQueryParams(conn, sql, n, NULL, values, NULL, NULL, 0) &&
+	       PQpipelineSync(conn);
+	while (sent) {
+		PGresult *one = pipeline_result(conn);
+		ExecStatusType st = PQresultStatus(one);
+
+		if (!one || st == PGRES_PIPELINE_SYNC) {
+			PQclear(one);
+			break;
+		}
+		if (st == PGRES_FATAL_ERROR && !failed) {
+			failed = one;
+			continue;
+		}
+		PQclear(r);
+		r = one;
+	}
+	PQexitPipelineMode(conn);
+	if (failed) {
+		PQclear(r);
+		return failed;
+	}
+	return r;
+}
+
+
 static int l_db_query(lua_State *L)
 {
 	struct job_state *js = self(L);
@@ -257,7 +321,11 @@ static int l_db_query(lua_State *L)
 	box = lua_newuserdatauv(L, sizeof *box, 0);
 	box->r = NULL;
 	luaL_setmetatable(L, "moonrabbit.pgresult");
-	box->r = PQexecParams(conn, sql, n, NULL, values, NULL, NULL, 0);
+	if (js->ndeferred)
+		box->r = exec_after_deferred(js, conn, sql, n, values);
+	else
+		box->r =
+			PQexecParams(conn, sql, n, NULL, values, NULL, NULL, 0);
 	st = PQresultStatus(box->r);
 	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
 		const char *state =
@@ -862,6 +930,26 @@ int job_state_batchable(const struct job_state *js)
 }
 
 
+void job_state_defer(struct job_state *js, const char *sql)
+{
+	if (js->ndeferred < JOB_DEFERRED_MAX)
+		js->deferred[js->ndeferred++] = sql;
+}
+
+
+int job_state_deferred(const struct job_state *js)
+{
+	return js->ndeferred;
+}
+
+
+void job_state_undefer(struct job_state *js)
+{
+	if (js->ndeferred > 0)
+		js->ndeferred--;
+}
+
+
 int job_state_exec(struct job_state *js, const char *sql, char *err,
 		   size_t errlen)
 {
@@ -879,6 +967,42 @@ int job_state_exec(struct job_state *js, const char *sql, char *err,
 		snprintf(err, errlen, "%s: %.*s", sql,
 			 (int)strcspn(PQerrorMessage(js->conn), "\n"),
 			 PQerrorMessage(js->conn));
+	PQclear(r);
+	return ok ? 0 : -EIO;
+}
+
+
+int job_state_in_transaction(const struct job_state *js)
+{
+	PGTransactionStatusType t =
+		js->conn ? PQtransactionStatus(js->conn) : PQTRANS_IDLE;
+
+	if (t == PQTRANS_INTRANS)
+		return 1;
+	return t == PQTRANS_IDLE ? 0 : -1;
+}
+
+
+int job_state_commit(struct job_state *js, char *err, size_t errlen)
+{
+	PGresult *r;
+	int ok;
+
+	if (!js->conn) {
+		snprintf(err, errlen, "COMMIT: no connection");
+		return -EIO;
+	}
+	r = PQexec(js->conn, "COMMIT");
+	ok = PQresultStatus(r) == PGRES_COMMAND_OK &&
+	     !strcmp(PQcmdStatus(r), "COMMIT");
+	if (!ok) {
+		const char *why = PQerrorMessage(js->conn);
+
+		if (!*why)
+			why = "the server rolled the transaction back";
+		snprintf(err, errlen, "COMMIT: %.*s", (int)strcspn(why, "\n"),
+			 why);
+	}
 	PQclear(r);
 	return ok ? 0 : -EIO;
 }

@@ -72,10 +72,30 @@ void job_state_after(struct job_state *js, struct job *job);
  * host may then run several of its jobs in one transaction. */
 int job_state_batchable(const struct job_state *js);
 
+/* Holds sql (a string that outlives the job) to be sent just before
+ * the next statement a job runs, in the same round trip. At most
+ * JOB_DEFERRED_MAX wait; the failure of one is the statement's failure. */
+#define JOB_DEFERRED_MAX 2
+void job_state_defer(struct job_state *js, const char *sql);
+
+/* How many deferred commands have not gone out yet. */
+int job_state_deferred(const struct job_state *js);
+
+/* Takes back the command deferred last, unsent. */
+void job_state_undefer(struct job_state *js);
+
 /* Runs one command on the state's connection, checking one out first if
  * needed. Returns 0, or -EIO with the reason in err. */
 int job_state_exec(struct job_state *js, const char *sql, char *err,
 		   size_t errlen);
+
+/* 1 when the state's connection is inside a sound transaction, 0 when
+ * it is not in one, -1 when the transaction failed or the link is down. */
+int job_state_in_transaction(const struct job_state *js);
+
+/* COMMITs on the state's connection and checks that the server did
+ * commit (a failed transaction answers COMMIT with ROLLBACK). */
+int job_state_commit(struct job_state *js, char *err, size_t errlen);
 
 /* Returns the state's connection to the pool (cleaned) without judging
  * any job. */

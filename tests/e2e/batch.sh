@@ -37,6 +37,28 @@ check "the failures are dead-lettered" 30 "$(dlq_ids | wc -l)"
 echo "commits for 500 messages: $((after - before))"
 check_true "batches share commits" [ $((after - before)) -lt 250 ]
 
+# Jobs that run no statement share batches with jobs that do. A job
+# that swallows a failed statement and claims success leaves the batch's
+# transaction failed: the batch runs again job by job, where that job's
+# insert commits on its own as it would unbatched, and no batch-mate is
+# lost to the failed transaction.
+sql "TRUNCATE b"
+for i in $(seq 1 60); do
+  case $((i % 20)) in
+    3 | 4 | 5) fail=skip ;;
+    11) fail=swallow ;;
+    *) fail=none ;;
+  esac
+  echo "{\"id\":\"s$i\",\"fail\":\"$fail\"}"
+done >"$WORK/msgs.jsonl"
+"$MRCTL" publish-jsonl "$WORK/msgs.jsonl" >/dev/null
+rc=$(run_worker "$WORK/run1b.log")
+check "skip/swallow run exits 0" 0 "$rc"
+check "every message but the skips is stored" 51 "$(sql "SELECT count(*) FROM b")"
+check "all 60 are ok" 60 "$(summary "$WORK/run1b.log" ok)"
+check_true "the failed transaction is caught" \
+  grep -q '"event":"batch_failed".*left the batch' "$WORK/run1b.log"
+
 # A transaction that cannot commit: y5 and y6 share a k that is checked
 # only at COMMIT, so their batch fails there; every job of it then runs
 # on its own, and only y6, the second of the pair, fails.

@@ -12,6 +12,15 @@ end
 
 local function handle(msg, host)
   local body = msg.body
+  if body.fail == "skip" then
+    return true -- no statement at all: its savepoint is never made
+  elseif body.fail == "swallow" then
+    -- A failed statement caught by the script leaves the transaction
+    -- failed; claiming success must not hide that.
+    host.db.query("INSERT INTO b (id) VALUES ($1)", body.id)
+    pcall(host.db.query, "SELECT 1/0")
+    return true
+  end
   host.db.query("INSERT INTO b (id, k) VALUES ($1, $2)", body.id, body.k)
   if body.fail == "raise" then
     error("failing on purpose after the insert")
