@@ -29,8 +29,9 @@
 -- Top words are folded with string.lower, which in the C locale the host
 -- keeps folds A-Z only: "Der" and "der" merge, "Ärger" and "ärger" do not.
 
-local byte, find, format, lower, sub =
-  string.byte, string.find, string.format, string.lower, string.sub
+local byte, find, format, gmatch, lower, sub =
+  string.byte, string.find, string.format, string.gmatch, string.lower,
+  string.sub
 local concat, sort = table.concat, table.sort
 local codes, ulen = utf8.codes, utf8.len
 local math_type = math.type
@@ -191,6 +192,37 @@ local function for_each_word(text, visit, acc)
 end
 
 
+-- Every ASCII byte but letters, digits and the apostrophe is a separator,
+-- so a run of the other bytes holds whole words and the separators around
+-- it end them. A run of plain letters and digits is one word as it stands;
+-- only a run with an apostrophe or a non-ASCII byte needs the walk above,
+-- which costs a call per code point. Same words, same order.
+local RUN = "[0-9A-Za-z'\128-\255]+"
+local PLAIN = "^[0-9A-Za-z]+$"
+local NOT_PLAIN = "['\128-\255]"
+
+local function each_word(text, visit, acc)
+  local count = 0
+  if not find(text, NOT_PLAIN) then
+    -- The common case, plain ASCII prose: every run is a word.
+    for run in gmatch(text, RUN) do
+      visit(run, acc)
+      count = count + 1
+    end
+    return count
+  end
+  for run in gmatch(text, RUN) do
+    if find(run, PLAIN) then
+      visit(run, acc)
+      count = count + 1
+    else
+      count = count + for_each_word(run, visit, acc)
+    end
+  end
+  return count
+end
+
+
 local function append(word, list)
   list[#list + 1] = word
 end
@@ -200,8 +232,10 @@ local function ignore()
 end
 
 
+-- Takes a word of text already folded with string.lower, which changes
+-- only A-Z and so no word boundary: folding the text once is one call
+-- where folding each word was one per word.
 local function tally(word, counts)
-  word = lower(word)
   counts[word] = (counts[word] or 0) + 1
 end
 
@@ -215,7 +249,7 @@ local function tokenize(text)
   end
 
   local words = {}
-  for_each_word(text, append, words)
+  each_word(text, append, words)
   return words
 end
 
@@ -228,7 +262,7 @@ local function count_words(text)
     return nil, format("not valid UTF-8 (byte %d)", bad)
   end
 
-  return for_each_word(text, ignore)
+  return each_word(text, ignore)
 end
 
 
@@ -435,7 +469,7 @@ local function analyze(body)
 
     by_role[role] = (by_role[role] or 0) + 1
     chars = chars + length
-    words = words + for_each_word(content, tally, counts)
+    words = words + each_word(lower(content), tally, counts)
   end
 
   return {
