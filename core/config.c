@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "db_stmt.h"
 #include "log.h"
 
 struct int_setting {
@@ -33,6 +34,10 @@ static const struct int_setting int_settings[] = {
 	 * free (SQLSTATE 53300) to let one connection in. */
 	{ "DB_CONNECT_WAIT_SECONDS", 60, 0, 3600,
 	  offsetof(struct config, db_connect_wait_seconds) },
+	/* Statements each connection keeps prepared; 0 for a pooler in
+	 * transaction mode, which moves sessions between statements. */
+	{ "DB_STATEMENT_CACHE", 64, 0, DB_STMT_MAX,
+	  offsetof(struct config, db_statement_cache) },
 	{ "DB_MAX_OVERFLOW", 0, 0, 1000,
 	  offsetof(struct config, db_max_overflow) },
 	{ "WORKER_REPLICAS", 1, 1, 1000, offsetof(struct config, replicas) },

@@ -19,6 +19,7 @@ struct config {
 	int concurrency;
 	int db_pool_size;
 	int db_connect_wait_seconds;
+	int db_statement_cache;
 	int db_max_overflow;
 	int replicas;
 	const char *policy_dir;

@@ -22,6 +22,7 @@
 
 #include "alerts.h"
 #include "body_buf.h"
+#include "db_stmt.h"
 #include "gate.h"
 #include "log.h"
 #include "watchdog.h"
@@ -265,26 +266,44 @@ static PGresult *pipeline_result(PGconn *conn)
 }
 
 
-/* Sends the deferred commands and the job's statement together and
- * returns the statement's result; a deferred command that fails stands
- * in for it, since the server skipped the statement. NULL when the
- * connection failed, as PQexecParams. */
-static PGresult *exec_after_deferred(struct job_state *js, PGconn *conn,
-				     const char *sql, int n,
-				     const char *const *values)
+/* Runs the job's statement as the named prepared statement, preparing
+ * it first if this connection has not yet, with the deferred commands in
+ * front: all in one round trip. Returns the statement's result, or the
+ * first failure before it (the server skipped what followed). NULL when
+ * the connection failed, as PQexecParams. */
+static PGresult *run_statement(struct job_state *js, PGconn *conn,
+			       const char *sql, int n,
+			       const char *const *values)
 {
-	PGresult *failed = NULL;
-	PGresult *r = NULL;
-	int sent = PQenterPipelineMode(conn);
+	char name[DB_STMT_NAME_MAX];
+	uint64_t key = db_stmt_key(sql, name);
+	struct db_stmts *stmts = db_stmts_of(conn);
+	int named = db_stmts_has(stmts, key);
+	int prepare = !named && db_stmts_room(stmts, js->env.stmt_cache);
+	PGresult *failed = NULL, *r = NULL;
+	int sent, at = 0, prepare_at = -1;
 
-	for (int i = 0; sent && i < js->ndeferred; i++)
+	if (named && !js->ndeferred)
+		return PQexecPrepared(conn, name, n, values, NULL, NULL, 0);
+	if (!prepare && !js->ndeferred)
+		return PQexecParams(conn, sql, n, NULL, values, NULL, NULL, 0);
+	sent = PQenterPipelineMode(conn);
+	for (int i = 0; sent && i < js->ndeferred; i++, at++)
 		sent = PQsendQueryParams(conn, js->deferred[i], 0, NULL, NULL,
 					 NULL, NULL, 0);
 	js->ndeferred = 0;
-	sent = sent &&
-	       PQsendQueryParams(conn, sql, n, NULL, values, NULL, NULL, 0) &&
-	       PQpipelineSync(conn);
-	while (sent) {
+	if (sent && prepare) {
+		prepare_at = at++;
+		sent = PQsendPrepare(conn, name, sql, n, NULL);
+	}
+	if (sent)
+		sent = named || prepare
+			       ? PQsendQueryPrepared(conn, name, n, values,
+						     NULL, NULL, 0)
+			       : PQsendQueryParams(conn, sql, n, NULL, values,
+						   NULL, NULL, 0);
+	sent = sent && PQpipelineSync(conn);
+	for (int i = 0; sent; i++) {
 		PGresult *one = pipeline_result(conn);
 		ExecStatusType st = PQresultStatus(one);
 
@@ -292,6 +311,8 @@ static PGresult *exec_after_deferred(struct job_state *js, PGconn *conn,
 			PQclear(one);
 			break;
 		}
+		if (i == prepare_at && st == PGRES_COMMAND_OK)
+			db_stmts_add(stmts, key);
 		if (st == PGRES_FATAL_ERROR && !failed) {
 			failed = one;
 			continue;
@@ -321,11 +342,7 @@ static int l_db_query(lua_State *L)
 	box = lua_newuserdatauv(L, sizeof *box, 0);
 	box->r = NULL;
 	luaL_setmetatable(L, "moonrabbit.pgresult");
-	if (js->ndeferred)
-		box->r = exec_after_deferred(js, conn, sql, n, values);
-	else
-		box->r =
-			PQexecParams(conn, sql, n, NULL, values, NULL, NULL, 0);
+	box->r = run_statement(js, conn, sql, n, values);
 	st = PQresultStatus(box->r);
 	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
 		const char *state =
@@ -333,12 +350,21 @@ static int l_db_query(lua_State *L)
 		const char *msg = box->r ? PQresultErrorMessage(box->r)
 					 : PQerrorMessage(conn);
 
+		/* A script ran DEALLOCATE or DISCARD: the names are gone,
+		 * and this job fails, but the next is prepared afresh. */
+		if (state && !strcmp(state, "26000"))
+			db_stmts_clear(db_stmts_of(conn));
+
 		lua_pushfstring(L, "SQLSTATE %s: %s", state ? state : "?????",
 				msg);
 		PQclear(box->r);
 		box->r = NULL;
 		return lua_error(L);
 	}
+	/* The script dropped the prepared statements itself. */
+	if (!strncmp(PQcmdStatus(box->r), "DEALLOCATE", 10) ||
+	    !strcmp(PQcmdStatus(box->r), "DISCARD ALL"))
+		db_stmts_clear(db_stmts_of(conn));
 	push_rows(L, box->r);
 	lua_pushinteger(L, strtoll(PQcmdTuples(box->r), NULL, 10));
 	return 2;

@@ -31,6 +31,7 @@ struct job_env {
 	/* may be NULL: no crash ledger */ /* may be NULL: host.db then
 					      raises */
 	int db_wait_ms; /* how long a job waits for a connection */
+	int stmt_cache; /* statements prepared per connection */
 	int index;	/* worker number, for logs */
 };
 

@@ -293,6 +293,7 @@ static int start_workers(struct app *app)
 		.quarantine_after = app->failure.quarantine_after,
 		.alerts = app->alerts,
 		.db_wait_ms = DB_WAIT_MS,
+		.stmt_cache = app->cfg.db_statement_cache,
 	};
 	char err[1024];
 	int rc;

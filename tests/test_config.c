@@ -48,6 +48,7 @@ static void test_refusals(void)
 		{ "AMQP_PREFETCH", "0", "from 1 to 65535" },
 		{ "WORKER_CONCURRENCY_PER_WORKER", "8x", "from 1 to 256" },
 		{ "DB_CONNECT_WAIT_SECONDS", "-1", "from 0 to 3600" },
+		{ "DB_STATEMENT_CACHE", "257", "from 0 to 256" },
 		{ "LOG_LEVEL", "loud",
 		  "LOG_LEVEL=\"loud\" is not usable: use error, warn, info or "
 		  "debug" },
@@ -87,6 +88,7 @@ static void test_defaults(void)
 	CHECK_INT(8, cfg.concurrency);
 	CHECK_INT(8, cfg.db_pool_size);
 	CHECK_INT(60, cfg.db_connect_wait_seconds);
+	CHECK_INT(64, cfg.db_statement_cache);
 	CHECK_STR("jobs", cfg.amqp_queue);
 	CHECK_STR("info", cfg.log_level);
 }
@@ -95,10 +97,11 @@ static void test_defaults(void)
 int main(void)
 {
 	static const char *const vars[] = {
-		"AMQP_PREFETCH", "WORKER_CONCURRENCY_PER_WORKER",
-		"LOG_LEVEL",	 "AMQP_QUEUE",
-		"AMQP_URL",	 "DATABASE_URL",
-		"DB_POOL_SIZE",	 "DB_CONNECT_WAIT_SECONDS",
+		"AMQP_PREFETCH",      "WORKER_CONCURRENCY_PER_WORKER",
+		"LOG_LEVEL",	      "AMQP_QUEUE",
+		"AMQP_URL",	      "DATABASE_URL",
+		"DB_POOL_SIZE",	      "DB_CONNECT_WAIT_SECONDS",
+		"DB_STATEMENT_CACHE",
 	};
 
 	for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)

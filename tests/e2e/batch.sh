@@ -47,6 +47,7 @@ for i in $(seq 1 60); do
   case $((i % 20)) in
     3 | 4 | 5) fail=skip ;;
     11) fail=swallow ;;
+    15) fail=deallocate ;;
     *) fail=none ;;
   esac
   echo "{\"id\":\"s$i\",\"fail\":\"$fail\"}"
@@ -69,7 +70,8 @@ for i in $(seq 1 40); do
   echo "{\"id\":\"y$i\",\"k\":\"$k\",\"fail\":\"none\"}"
 done >"$WORK/msgs.jsonl"
 "$MRCTL" publish-jsonl "$WORK/msgs.jsonl" >/dev/null
-rc=$(run_worker "$WORK/run2.log")
+# With no statement prepared, as behind a pooler in transaction mode.
+rc=$(run_worker "$WORK/run2.log" DB_STATEMENT_CACHE=0)
 check "second run exits 0" 0 "$rc"
 check_true "the failed commit is logged" grep -q '"event":"batch_failed"' \
   "$WORK/run2.log"

@@ -14,6 +14,10 @@ local function handle(msg, host)
   local body = msg.body
   if body.fail == "skip" then
     return true -- no statement at all: its savepoint is never made
+  elseif body.fail == "deallocate" then
+    -- Drops the connection's prepared statements: the host must notice
+    -- and prepare the insert again for the jobs after this one.
+    host.db.query("DEALLOCATE ALL")
   elseif body.fail == "swallow" then
     -- A failed statement caught by the script leaves the transaction
     -- failed; claiming success must not hide that.

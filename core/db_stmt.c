@@ -1,0 +1,86 @@
+#include "db_stmt.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+struct db_stmts {
+	int n;
+	uint64_t key[DB_STMT_MAX];
+};
+
+
+static int on_event(PGEventId id, void *info, void *pass)
+{
+	(void)pass;
+	if (id == PGEVT_CONNRESET) {
+		PGconn *c = ((PGEventConnReset *)info)->conn;
+
+		db_stmts_clear(PQinstanceData(c, on_event));
+	} else if (id == PGEVT_CONNDESTROY) {
+		PGconn *c = ((PGEventConnDestroy *)info)->conn;
+
+		free(PQinstanceData(c, on_event));
+	}
+	return 1;
+}
+
+
+struct db_stmts *db_stmts_of(PGconn *conn)
+{
+	struct db_stmts *s = PQinstanceData(conn, on_event);
+
+	if (s)
+		return s;
+	s = calloc(1, sizeof *s);
+	if (!s)
+		return NULL;
+	if (!PQregisterEventProc(conn, on_event, "moonrabbit statements",
+				 NULL) ||
+	    !PQsetInstanceData(conn, on_event, s)) {
+		free(s);
+		return NULL;
+	}
+	return s;
+}
+
+
+/* FNV-1a: names only need to differ between the few statements a job
+ * script holds; 64 bits make a clash between two of them unthinkable. */
+uint64_t db_stmt_key(const char *sql, char *name)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	for (const unsigned char *p = (const unsigned char *)sql; *p; p++)
+		h = (h ^ *p) * 0x100000001b3ULL;
+	snprintf(name, DB_STMT_NAME_MAX, "mr_%016llx", (unsigned long long)h);
+	return h;
+}
+
+
+int db_stmts_has(const struct db_stmts *s, uint64_t key)
+{
+	for (int i = 0; s && i < s->n; i++)
+		if (s->key[i] == key)
+			return 1;
+	return 0;
+}
+
+
+int db_stmts_room(const struct db_stmts *s, int limit)
+{
+	return s && s->n < limit && s->n < DB_STMT_MAX;
+}
+
+
+void db_stmts_add(struct db_stmts *s, uint64_t key)
+{
+	if (db_stmts_room(s, DB_STMT_MAX) && !db_stmts_has(s, key))
+		s->key[s->n++] = key;
+}
+
+
+void db_stmts_clear(struct db_stmts *s)
+{
+	if (s)
+		s->n = 0;
+}
