@@ -40,7 +40,7 @@ eval "$(tools/services.sh env)"
 export AMQP_URL DATABASE_URL
 
 echo "== sanitizers: unit tests and the e2e cases that check no RSS figure"
-(cd build-asan && ctest --output-on-failure -R 'unit_|e2e_(case006|case015|bounded_jobs|governor|reload|backlog|quarantine|check_config|metrics|batch)')
+(cd build-asan && ctest --output-on-failure -R 'unit_|e2e_(case006|case015|case020|bounded_jobs|governor|reload|backlog|quarantine|check_config|metrics|batch)')
 
 echo "== everything else"
 cd build
