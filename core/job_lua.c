@@ -51,11 +51,16 @@ struct job_state {
 	 * go out with it in one round trip (libpq's pipeline mode). */
 	const char *deferred[JOB_DEFERRED_MAX];
 	int ndeferred;
-	struct job *job;	       /* the running job, for logs */
-	struct watch watch;	       /* the time budget */
-	int watched;		       /* watch is registered */
-	volatile sig_atomic_t in_call; /* handle() is running */
-	int broken;		       /* rebuild before the next job */
+	/* For the watchdog's handler to cancel a statement that outlives the
+	 * job's budget; made for conn when a job first runs one. */
+	PGcancel *cancel;
+	volatile sig_atomic_t in_query; /* a statement is at the server */
+	volatile sig_atomic_t overran;	/* the budget ran out in handle() */
+	struct job *job;		/* the running job, for logs */
+	struct watch watch;		/* the time budget */
+	int watched;			/* watch is registered */
+	volatile sig_atomic_t in_call;	/* handle() is running */
+	int broken;			/* rebuild before the next job */
 	int hit_cap; /* the allocator refused during this job */
 };
 
@@ -135,14 +140,21 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
 
 
 /* WATCHDOG_SIGNAL, on the overrunning worker's own thread. lua_sethook
- * is the one Lua call meant for a signal handler. */
+ * is the one Lua call meant for a signal handler, and PQcancel is made to
+ * be called from one: a statement still at the server is cancelled, so
+ * a slow query cannot outlast the budget either. */
 static void on_overrun(int sig)
 {
 	struct job_state *js = running_state;
+	char why[128];
 
 	(void)sig;
-	if (js && js->in_call)
-		lua_sethook(js->L, budget_hook, LUA_MASKCOUNT, 1);
+	if (!js || !js->in_call)
+		return;
+	js->overran = 1;
+	lua_sethook(js->L, budget_hook, LUA_MASKCOUNT, 1);
+	if (js->in_query && js->cancel)
+		PQcancel(js->cancel, why, sizeof why);
 }
 
 
@@ -171,6 +183,15 @@ static int pgres_gc(lua_State *L)
 	PQclear(box->r);
 	box->r = NULL;
 	return 0;
+}
+
+
+/* The cancel handle names the connection's server process, which a reset
+ * in the pool changes; it is made again after the next checkout. */
+static void forget_cancel(struct job_state *js)
+{
+	PQfreeCancel(js->cancel);
+	js->cancel = NULL;
 }
 
 
@@ -342,7 +363,11 @@ static int l_db_query(lua_State *L)
 	box = lua_newuserdatauv(L, sizeof *box, 0);
 	box->r = NULL;
 	luaL_setmetatable(L, "moonrabbit.pgresult");
+	if (!js->cancel)
+		js->cancel = PQgetCancel(conn);
+	js->in_query = 1;
 	box->r = run_statement(js, conn, sql, n, values);
+	js->in_query = 0;
 	st = PQresultStatus(box->r);
 	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
 		const char *state =
@@ -350,6 +375,14 @@ static int l_db_query(lua_State *L)
 		const char *msg = box->r ? PQresultErrorMessage(box->r)
 					 : PQerrorMessage(conn);
 
+		if (js->overran) {
+			PQclear(box->r);
+			box->r = NULL;
+			return luaL_error(L,
+					  "job exceeded its time budget of %d "
+					  "ms in a statement",
+					  (int)js->env.limits.job_timeout_ms);
+		}
 		/* A script ran DEALLOCATE or DISCARD: the names are gone,
 		 * and this job fails, but the next is prepared afresh. */
 		if (state && !strcmp(state, "26000"))
@@ -626,6 +659,7 @@ void job_state_free(struct job_state *js)
 		return;
 	if (js->watched)
 		watchdog_remove(&js->watch);
+	forget_cancel(js);
 	if (js->L)
 		lua_close(js->L);
 	free(js);
@@ -642,6 +676,7 @@ static void release_conn(struct job_state *js, struct job *job)
 
 	if (!js->conn)
 		return;
+	forget_cancel(js);
 	flags = db_pool_release(js->env.db, js->conn);
 	js->conn = NULL;
 	if (flags & (DB_RELEASE_ROLLBACK_INTRANS | DB_RELEASE_ROLLBACK_INERROR))
@@ -732,6 +767,7 @@ static void call_handle(struct job_state *js, struct job *job)
 	lua_pushvalue(L, -3);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, js->ref_host);
 	running_state = js;
+	js->overran = 0;
 	js->in_call = 1;
 	watchdog_arm(&js->watch,
 		     watchdog_now_ms() +
@@ -1036,6 +1072,7 @@ int job_state_commit(struct job_state *js, char *err, size_t errlen)
 
 void job_state_release(struct job_state *js)
 {
+	forget_cancel(js);
 	if (js->conn)
 		db_pool_release(js->env.db, js->conn);
 	js->conn = NULL;

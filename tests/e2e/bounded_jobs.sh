@@ -33,6 +33,8 @@ for id in loop loop_catch sleep_sql; do
   check "$id is stopped by the time budget" 1 \
     "$(grep "\"message_id\":\"$id\"" "$log" | grep -c 'time budget of 2000 ms')"
 done
+check "sleep_sql's statement is cancelled, not waited out" 1 \
+  "$(grep '"message_id":"sleep_sql"' "$log" | grep -c 'ms in a statement')"
 check "the ten normal messages and gc_bomb succeed" 11 "$(summary "$log" ok)"
 check "hog and the three loops are job_error" 4 "$(summary "$log" job_error)"
 check "dead-lettered: hog and the loops" "hog loop loop_catch sleep_sql" \

@@ -31,13 +31,10 @@ local OPS = {
       end)
     end
   end,
-  -- Overruns inside the database, then returns to Lua: stopped there.
+  -- Overruns inside the database: the statement is cancelled.
   sleep_sql = function(host)
-    host.db.query("SELECT pg_sleep(3)")
-    local n = 0
-    while true do
-      n = n + 1
-    end
+    host.db.query("SELECT pg_sleep(20)")
+    return true
   end,
   count = function(host)
     host.log("info", "state_kib", { kib = math.floor(collectgarbage("count")) })
