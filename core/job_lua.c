@@ -867,14 +867,16 @@ static void rebuild_if_broken(struct job_state *js)
 static int quarantined(struct job_state *js, struct job *job)
 {
 	struct alert a;
-	int crashes;
+	int crashes, after;
 
 	if (!js->env.ledger)
 		return 0;
 	ledger_key(job->message_id, job->body, job->body_len, job->ledger_key,
 		   sizeof job->ledger_key);
 	crashes = ledger_crashes(js->env.ledger, job->ledger_key);
-	if (crashes < js->env.quarantine_after)
+	after = js->env.quarantine_after ? atomic_load(js->env.quarantine_after)
+					 : 0;
+	if (!after || crashes < after)
 		return 0;
 	job->outcome = OUTCOME_JOB_ERROR;
 	snprintf(job->reason, sizeof job->reason,
@@ -884,7 +886,7 @@ static int quarantined(struct job_state *js, struct job *job)
 	alert_init(&a, "quarantine", "critical", job->ledger_key, job->reason);
 	alert_fact_str(&a, "message_id", job->message_id);
 	alert_fact_int(&a, "crashes", crashes);
-	alert_fact_int(&a, "quarantine_after", js->env.quarantine_after);
+	alert_fact_int(&a, "quarantine_after", after);
 	alerts_raise(js->env.alerts, &a);
 	return 1;
 }

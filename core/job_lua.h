@@ -1,6 +1,7 @@
 #ifndef CORE_JOB_LUA_H
 #define CORE_JOB_LUA_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include "db_pool.h"
@@ -25,8 +26,9 @@ struct job_env {
 	struct limits limits;
 	struct db_pool *db;
 	struct ledger *ledger;
-	struct limits_shared *shared;	   /* NULL: limits never change */
-	int quarantine_after;		   /* crashes before a job is refused */
+	struct limits_shared *shared; /* NULL: limits never change */
+	/* crashes before a job is refused, from failure.lua */
+	const atomic_int *quarantine_after;
 	struct alerts *alerts;		   /* NULL: alerts are only logged */
 	/* may be NULL: no crash ledger */ /* may be NULL: host.db then
 					      raises */

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <malloc.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,9 @@ static volatile sig_atomic_t stop_requested;
 
 struct app {
 	struct config cfg;
+	/* failure.lua's threshold, which a reload changes under the
+	 * workers' feet. */
+	atomic_int quarantine_after;
 	struct limits limits;
 	struct db_pool *db;
 	struct mem_probe *probe; /* owned until the governor takes it */
@@ -223,6 +227,7 @@ static int open_policies(struct app *app, char *err, size_t errlen)
 		return rc;
 	app->probe = NULL;
 	rc = failure_open(app->cfg.policy_dir, &app->failure, err, errlen);
+	atomic_store(&app->quarantine_after, app->failure.quarantine_after);
 	if (rc == 0)
 		app->failure_open = 1;
 	return rc;
@@ -290,7 +295,7 @@ static int start_workers(struct app *app)
 		.db = app->db,
 		.ledger = app->ledger,
 		.shared = &app->shared,
-		.quarantine_after = app->failure.quarantine_after,
+		.quarantine_after = &app->quarantine_after,
 		.alerts = app->alerts,
 		.db_wait_ms = DB_WAIT_MS,
 		.stmt_cache = app->cfg.db_statement_cache,
@@ -380,6 +385,7 @@ static void reload_policies(void *ctx)
 	governor_commit(app->governor, &f.memory, &f.limits);
 	failure_close(&app->failure);
 	app->failure = f.failure;
+	atomic_store(&app->quarantine_after, app->failure.quarantine_after);
 	app->limits = f.limits;
 	limits_shared_set(&app->shared, &f.limits);
 	alerts_commit(app->alerts, f.alerts);

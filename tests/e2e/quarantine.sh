@@ -56,4 +56,28 @@ check "its summary is the reason the job failed" \
 check "the alerts thread sent it and gave nothing up" "1 0" \
   "$(logq "$log" '" ".join(str(ev("alerts_stopped")[0][k]) for k in ("sent", "failed"))')"
 
+# A reload of failure.lua moves the threshold for the threads already
+# running: started at 5 (the poison, at 3 crashes, would run and kill the
+# worker), lowered to 3 by SIGHUP before the poison comes back.
+export POLICY_DIR=$WORK/policies
+policy_copy "$POLICY_DIR" \
+  's/^local QUARANTINE_AFTER_CRASHES = .*/local QUARANTINE_AFTER_CRASHES = 5/'
+"$MOONRABBIT" >"$WORK/live.log" 2>&1 &
+worker=$!
+check_true "the live worker starts" wait_for 20 grep -q '"event":"consuming"' \
+  "$WORK/live.log"
+sed -i 's/^local QUARANTINE_AFTER_CRASHES = .*/local QUARANTINE_AFTER_CRASHES = 3/' \
+  "$POLICY_DIR/failure.lua"
+kill -HUP "$worker"
+check_true "the edit is reloaded" wait_for 10 grep -q '"event":"policies_reloaded"' \
+  "$WORK/live.log"
+echo '{"conversation_id":"poison","id":"p","poison":true}' >"$WORK/poison.jsonl"
+"$MRCTL" publish-jsonl "$WORK/poison.jsonl" >/dev/null
+check_true "the poison is dead-lettered again" wait_for 20 \
+  [ "$(depth "$AMQP_QUEUE.dlq")" = 1 ]
+check_true "the worker is still running" kill -0 "$worker"
+kill -TERM "$worker"
+wait "$worker" && rc=0 || rc=$?
+check "and stops with 0" 0 "$rc"
+
 finish
