@@ -1,18 +1,12 @@
 #include "job_batch.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "body_buf.h"
 #include "job_lua.h"
 #include "log.h"
-
-
-static void run_alone(struct job_state *js, struct job *job)
-{
-	job_state_call(js, job);
-	job_state_after(js, job);
-}
 
 
 /* Frees the bodies a batch kept, but a failed job's: the loop may still
@@ -41,10 +35,16 @@ static int settle_savepoint(struct job_state *js, struct job *job, int *begun,
 		return 0;
 	}
 	*begun = 1;
+	/* A statement sent ahead failed: which job it was is not known
+	 * here, so none of the batch may be judged by it. */
+	if (job_state_pipe_failed(js, err, errlen))
+		return -EIO;
 	if (job->outcome != OUTCOME_OK)
-		return job_state_exec(js, "ROLLBACK TO SAVEPOINT mr_job", err,
-				      errlen);
-	if (job_state_in_transaction(js) != 1) {
+		return job_state_rollback_job(
+			js, "ROLLBACK TO SAVEPOINT mr_job", err, errlen);
+	/* With statements still queued the status is not known yet; the
+	 * COMMIT's answer covers them. */
+	if (!job_state_pipe_pending(js) && job_state_in_transaction(js) != 1) {
 		snprintf(err, errlen,
 			 "job %s left the batch's transaction failed or ended",
 			 job->message_id);
@@ -60,32 +60,56 @@ static int settle_savepoint(struct job_state *js, struct job *job, int *begun,
  * COMMIT releases them all. Returns 0 once committed (or when no job ran
  * a statement), or -EIO when the transaction failed and nothing of it
  * stands. */
-static int run_in_transaction(struct job_state *js, struct job **jobs, int n)
+static int run_in_transaction(struct job_state *js, struct job **jobs, int n,
+			      char *err, size_t errlen)
 {
-	char err[256];
 	int begun = 0;
 
+	job_state_pipe(js, 1);
 	for (int i = 0; i < n; i++) {
 		if (!begun && !job_state_deferred(js))
 			job_state_defer(js, "BEGIN");
 		job_state_defer(js, "SAVEPOINT mr_job");
 		job_state_call(js, jobs[i]);
 		job_state_recover(js);
-		if (settle_savepoint(js, jobs[i], &begun, err, sizeof err) < 0)
+		if (settle_savepoint(js, jobs[i], &begun, err, errlen) < 0)
 			goto fail;
 	}
 	while (job_state_deferred(js))
 		job_state_undefer(js);
-	if (begun && job_state_commit(js, err, sizeof err) < 0)
+	if (begun && job_state_commit(js, err, errlen) < 0)
 		goto fail;
 	job_state_release(js);
 	return 0;
 fail:
 	while (job_state_deferred(js))
 		job_state_undefer(js);
-	LOG(LOG_WARN, "batch_failed", LF_I("jobs", n), LF_S("reason", err));
+	if (n > 1)
+		LOG(LOG_WARN, "batch_failed", LF_I("jobs", n),
+		    LF_S("reason", err));
 	job_state_release(js);
 	return -EIO;
+}
+
+
+/* A job on its own. A batchable script leaves transactions to the host,
+ * so it gets one of its own too: its work stands only if it succeeds,
+ * as it would have in a batch. */
+static void run_alone(struct job_state *js, struct job *job)
+{
+	char err[256];
+
+	if (!job_state_batchable(js)) {
+		job_state_call(js, job);
+		job_state_after(js, job);
+		return;
+	}
+	if (run_in_transaction(js, &job, 1, err, sizeof err) < 0 &&
+	    job->outcome == OUTCOME_OK) {
+		job->outcome = OUTCOME_JOB_ERROR;
+		snprintf(job->reason, sizeof job->reason, "%s", err);
+	}
+	job_state_after(js, job);
 }
 
 
@@ -93,6 +117,7 @@ void job_batch_run_fn(void *ctx, struct job **jobs, int n)
 {
 	struct job_state *js = ctx;
 	struct job *batch[JOB_BATCH_MAX];
+	char err[256];
 	int nb = 0;
 
 	for (int i = 0; i < n; i++) {
@@ -108,7 +133,7 @@ void job_batch_run_fn(void *ctx, struct job **jobs, int n)
 	if (nb == 0)
 		return;
 	job_state_keep_bodies(js, 1);
-	if (run_in_transaction(js, batch, nb) < 0) {
+	if (run_in_transaction(js, batch, nb, err, sizeof err) < 0) {
 		for (int i = 0; i < nb; i++) {
 			batch[i]->outcome = OUTCOME_OK;
 			batch[i]->reason[0] = '\0';

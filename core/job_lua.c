@@ -22,6 +22,7 @@
 
 #include "alerts.h"
 #include "body_buf.h"
+#include "db_pipe.h"
 #include "db_stmt.h"
 #include "gate.h"
 #include "log.h"
@@ -51,6 +52,8 @@ struct job_state {
 	 * go out with it in one round trip (libpq's pipeline mode). */
 	const char *deferred[JOB_DEFERRED_MAX];
 	int ndeferred;
+	struct db_pipe pipe; /* statements sent ahead of their results */
+	int async_ok;	     /* in a batch: host.db.exec may not wait */
 	/* For the watchdog's handler to cancel a statement that outlives the
 	 * job's budget; made for conn when a job first runs one. */
 	PGcancel *cancel;
@@ -270,83 +273,73 @@ static void push_rows(lua_State *L, PGresult *r)
 /* host.db.query(sql, ...) -> rows, affected. Raises "SQLSTATE xxxxx: ..."
  * on a database error. The result sits in a box with a finalizer, so an
  * error while building the rows cannot leak it. */
-/* Reads the results of one pipelined statement up to its end; keeps the
- * first result and clears the rest. */
-static PGresult *pipeline_result(PGconn *conn)
-{
-	PGresult *first = PQgetResult(conn);
-	PGresult *more;
-
-	if (!first)
-		return NULL;
-	if (PQresultStatus(first) == PGRES_PIPELINE_SYNC)
-		return first;
-	while ((more = PQgetResult(conn)) != NULL)
-		PQclear(more);
-	return first;
-}
+static int l_db_query(lua_State *L);
 
 
-/* Runs the job's statement as the named prepared statement, preparing
- * it first if this connection has not yet, with the deferred commands in
- * front: all in one round trip. Returns the statement's result, or the
- * first failure before it (the server skipped what followed). NULL when
- * the connection failed, as PQexecParams. */
+/* Runs the job's statement and returns its result (NULL when the
+ * connection failed, as PQexecParams). A statement the connection has
+ * prepared runs by name; one it has room for is prepared on the way, and
+ * deferred commands and statements already queued by host.db.exec go
+ * first: all in one round trip. With statements queued before it, the
+ * first failure among them is what comes back. */
 static PGresult *run_statement(struct job_state *js, PGconn *conn,
 			       const char *sql, int n,
 			       const char *const *values)
 {
-	char name[DB_STMT_NAME_MAX];
-	uint64_t key = db_stmt_key(sql, name);
-	struct db_stmts *stmts = db_stmts_of(conn);
-	int named = db_stmts_has(stmts, key);
-	int prepare = !named && db_stmts_room(stmts, js->env.stmt_cache);
-	PGresult *failed = NULL, *r = NULL;
-	int sent, at = 0, prepare_at = -1;
+	if (!js->ndeferred && !js->pipe.queued) {
+		char name[DB_STMT_NAME_MAX];
+		uint64_t key = db_stmt_key(sql, name);
+		struct db_stmts *stmts = db_stmts_of(conn);
 
-	if (named && !js->ndeferred)
-		return PQexecPrepared(conn, name, n, values, NULL, NULL, 0);
-	if (!prepare && !js->ndeferred)
-		return PQexecParams(conn, sql, n, NULL, values, NULL, NULL, 0);
-	sent = PQenterPipelineMode(conn);
-	for (int i = 0; sent && i < js->ndeferred; i++, at++)
-		sent = PQsendQueryParams(conn, js->deferred[i], 0, NULL, NULL,
-					 NULL, NULL, 0);
+		if (db_stmts_has(stmts, key))
+			return PQexecPrepared(conn, name, n, values, NULL, NULL,
+					      0);
+		if (!db_stmts_room(stmts, js->env.stmt_cache))
+			return PQexecParams(conn, sql, n, NULL, values, NULL,
+					    NULL, 0);
+	}
+	db_pipe_queue(&js->pipe, conn, js->env.stmt_cache, js->deferred,
+		      js->ndeferred, sql, n, values);
 	js->ndeferred = 0;
-	if (sent && prepare) {
-		prepare_at = at++;
-		sent = PQsendPrepare(conn, name, sql, n, NULL);
-	}
-	if (sent)
-		sent = named || prepare
-			       ? PQsendQueryPrepared(conn, name, n, values,
-						     NULL, NULL, 0)
-			       : PQsendQueryParams(conn, sql, n, NULL, values,
-						   NULL, NULL, 0);
-	sent = sent && PQpipelineSync(conn);
-	for (int i = 0; sent; i++) {
-		PGresult *one = pipeline_result(conn);
-		ExecStatusType st = PQresultStatus(one);
+	return db_pipe_sync(&js->pipe, conn);
+}
 
-		if (!one || st == PGRES_PIPELINE_SYNC) {
-			PQclear(one);
-			break;
-		}
-		if (i == prepare_at && st == PGRES_COMMAND_OK)
-			db_stmts_add(stmts, key);
-		if (st == PGRES_FATAL_ERROR && !failed) {
-			failed = one;
-			continue;
-		}
-		PQclear(r);
-		r = one;
+
+/* host.db.exec(sql, ...): a statement whose rows the job does not read.
+ * Inside a batch it is queued and the job goes on at once; its result is
+ * read at the batch's COMMIT, and a failure makes the batch run again job
+ * by job, where it is the job's own. Elsewhere it runs as query() does
+ * and returns the row count. */
+static int l_db_exec(lua_State *L)
+{
+	struct job_state *js = self(L);
+	const char *values[QUERY_PARAMS_MAX];
+	const char *sql;
+	PGconn *conn;
+	int n;
+
+	if (!js->async_ok) {
+		int got = l_db_query(L);
+
+		lua_remove(L, -got);
+		return got - 1;
 	}
-	PQexitPipelineMode(conn);
-	if (failed) {
-		PQclear(r);
-		return failed;
+	sql = luaL_checkstring(L, 1);
+	n = query_params(L, values);
+	conn = job_conn(L, js);
+	if (js->pipe.failed)
+		return luaL_error(L,
+				  "an earlier statement of this batch "
+				  "failed: %s",
+				  js->pipe.error);
+	if (db_pipe_queue(&js->pipe, conn, js->env.stmt_cache, js->deferred,
+			  js->ndeferred, sql, n, values) < 0) {
+		js->ndeferred = 0;
+		return luaL_error(L, "database connection lost: %s",
+				  PQerrorMessage(conn));
 	}
-	return r;
+	js->ndeferred = 0;
+	return 0;
 }
 
 
@@ -520,6 +513,7 @@ static int make_host(lua_State *L, struct job_state *js)
 	lua_createtable(L, 0, 4);
 	lua_createtable(L, 0, 1);
 	set_fn(L, js, "query", l_db_query);
+	set_fn(L, js, "exec", l_db_exec);
 	lua_setfield(L, -2, "db");
 	set_fn(L, js, "log", l_log);
 	set_fn(L, js, "now", l_now);
@@ -1047,20 +1041,73 @@ int job_state_in_transaction(const struct job_state *js)
 }
 
 
-int job_state_commit(struct job_state *js, char *err, size_t errlen)
+void job_state_pipe(struct job_state *js, int on)
+{
+	db_pipe_reset(&js->pipe);
+	js->async_ok = on;
+}
+
+
+int job_state_pipe_failed(const struct job_state *js, char *err, size_t errlen)
+{
+	if (js->pipe.failed)
+		snprintf(err, errlen, "%s", js->pipe.error);
+	return js->pipe.failed;
+}
+
+
+int job_state_pipe_pending(const struct job_state *js)
+{
+	return js->pipe.queued;
+}
+
+
+/* Queues sql behind what is in the pipe, or runs it when nothing is. */
+static int control(struct job_state *js, const char *sql, PGresult **r)
+{
+	*r = NULL;
+	if (!js->pipe.queued)
+		return 0;
+	if (db_pipe_queue(&js->pipe, js->conn, -1, NULL, 0, sql, 0, NULL) < 0)
+		return -EIO;
+	return 1;
+}
+
+
+int job_state_rollback_job(struct job_state *js, const char *sql, char *err,
+			   size_t errlen)
 {
 	PGresult *r;
+	int queued = control(js, sql, &r);
+
+	if (queued < 0) {
+		snprintf(err, errlen, "%s: connection lost", sql);
+		return -EIO;
+	}
+	return queued ? 0 : job_state_exec(js, sql, err, errlen);
+}
+
+
+int job_state_commit(struct job_state *js, char *err, size_t errlen)
+{
+	PGresult *r = NULL;
 	int ok;
 
 	if (!js->conn) {
 		snprintf(err, errlen, "COMMIT: no connection");
 		return -EIO;
 	}
-	r = PQexec(js->conn, "COMMIT");
-	ok = PQresultStatus(r) == PGRES_COMMAND_OK &&
+	if (js->pipe.queued) {
+		if (control(js, "COMMIT", &r) > 0)
+			r = db_pipe_sync(&js->pipe, js->conn);
+	} else {
+		r = PQexec(js->conn, "COMMIT");
+	}
+	ok = PQresultStatus(r) == PGRES_COMMAND_OK && !js->pipe.failed &&
 	     !strcmp(PQcmdStatus(r), "COMMIT");
 	if (!ok) {
-		const char *why = PQerrorMessage(js->conn);
+		const char *why = js->pipe.failed ? js->pipe.error
+						  : PQerrorMessage(js->conn);
 
 		if (!*why)
 			why = "the server rolled the transaction back";
@@ -1074,6 +1121,15 @@ int job_state_commit(struct job_state *js, char *err, size_t errlen)
 
 void job_state_release(struct job_state *js)
 {
+	PGresult *r;
+
+	/* Whatever is still queued is read and dropped; the pool then rolls
+	 * back the transaction it belonged to. */
+	if (js->conn && js->pipe.queued) {
+		r = db_pipe_sync(&js->pipe, js->conn);
+		PQclear(r);
+	}
+	js->async_ok = 0;
 	forget_cancel(js);
 	if (js->conn)
 		db_pool_release(js->env.db, js->conn);

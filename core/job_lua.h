@@ -96,9 +96,26 @@ int job_state_exec(struct job_state *js, const char *sql, char *err,
  * it is not in one, -1 when the transaction failed or the link is down. */
 int job_state_in_transaction(const struct job_state *js);
 
-/* COMMITs on the state's connection and checks that the server did
- * commit (a failed transaction answers COMMIT with ROLLBACK). */
+/* COMMITs on the state's connection, after reading whatever
+ * host.db.exec queued, and checks that the server did commit (a failed
+ * transaction answers COMMIT with ROLLBACK). */
 int job_state_commit(struct job_state *js, char *err, size_t errlen);
+
+/* Lets host.db.exec queue its statements (on) or makes it wait (off),
+ * and forgets any earlier failure: a batch begins. */
+void job_state_pipe(struct job_state *js, int on);
+
+/* 1, with the server's message in err, when a statement sent ahead
+ * failed since job_state_pipe(). */
+int job_state_pipe_failed(const struct job_state *js, char *err, size_t errlen);
+
+/* Statements sent ahead whose results are not read yet. */
+int job_state_pipe_pending(const struct job_state *js);
+
+/* Runs sql (a ROLLBACK TO SAVEPOINT) behind what is queued, or at once
+ * when nothing is. Returns 0 or -EIO with the reason in err. */
+int job_state_rollback_job(struct job_state *js, const char *sql, char *err,
+			   size_t errlen);
 
 /* Returns the state's connection to the pool (cleaned) without judging
  * any job. */

@@ -535,13 +535,16 @@ local function handle(msg, host)
   end
 
   local properties = msg.properties or {}
-  local _, affected = host.db.query(UPSERT_SQL,
+  -- exec, not query: the rows are not needed, so inside a batch the host
+  -- sends the upsert and runs the next message while the server works.
+  -- It reports the row count only when it waited for it.
+  local affected = host.db.exec(UPSERT_SQL,
     stats.conversation_id, optional_text(properties.message_id),
     stats.language, stats.topic, stats.turns,
     encode_object(host, stats.turns_by_role),
     stats.chars, stats.words,
     encode_array(host, stats.top_words))
-  if affected ~= 1 then
+  if affected ~= nil and affected ~= 1 then
     error(format("failed to upsert conversation_stats: %s rows affected",
       tostring(affected)))
   end

@@ -437,6 +437,13 @@ describe("analyze_conversation", function()
       assert.equal("failed to upsert conversation_stats: 0 rows affected",
         message)
     end)
+
+    it("stores without a row count when the host sent the upsert ahead",
+      function()
+        host = helpers.fake_host({ sent_ahead = true, affected = 0 })
+        assert.is_true(job.handle(helpers.message(), host))
+        assert.equal(1, #host.queries)
+      end)
   end)
 
 

@@ -138,10 +138,12 @@ function helpers.message(body_over, properties_over)
 end
 
 
--- Returns a host whose db.query records { sql, params } in host.queries
--- and whose log records { level, event, fields } in host.logs. opts.affected
--- is the row count query reports (default 1); opts.db_error makes query
--- raise that string instead, as the real host does on a database error.
+-- Returns a host whose db.query and db.exec record { sql, params } in
+-- host.queries and whose log records { level, event, fields } in host.logs.
+-- opts.affected is the row count they report (default 1); opts.sent_ahead
+-- makes exec report nothing, as the host's does inside a batch;
+-- opts.db_error makes them raise that string instead, as the real host
+-- does on a database error.
 function helpers.fake_host(opts)
   opts = opts or {}
   local host = { queries = {}, logs = {} }
@@ -155,6 +157,13 @@ function helpers.fake_host(opts)
       return {}, opts.affected or 1
     end,
   }
+  host.db.exec = function(sql, ...)
+    local _, affected = host.db.query(sql, ...)
+    if opts.sent_ahead then
+      return nil
+    end
+    return affected
+  end
   host.log = function(level, event, fields)
     host.logs[#host.logs + 1] = { level = level, event = event,
       fields = fields }

@@ -12,6 +12,17 @@ end
 
 local function handle(msg, host)
   local body = msg.body
+  if body.via == "exec" then
+    -- Sent ahead inside a batch: a duplicate's failure is known only at
+    -- the batch's end, and must still land on this job alone.
+    host.db.exec("INSERT INTO b (id, k) VALUES ($1, $2)", body.id, body.k)
+    if body.fail == "dup" then
+      host.db.exec("INSERT INTO b (id) VALUES ($1)", body.id)
+    elseif body.fail == "raise" then
+      error("failing on purpose after the insert")
+    end
+    return true
+  end
   if body.fail == "skip" then
     return true -- no statement at all: its savepoint is never made
   elseif body.fail == "deallocate" then
