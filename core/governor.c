@@ -51,7 +51,8 @@ int governor_due(const struct governor *g, double now)
 {
 	/* At thousands of messages a second a sample every 30 messages was
 	 * hundreds of /proc reads and log lines a second. */
-	return (g->since >= g->every_msgs && now - g->last_at >= g->min_gap_s) ||
+	return (g->since >= g->every_msgs &&
+		now - g->last_at >= g->min_gap_s) ||
 	       now >= g->next_at;
 }
 
