@@ -106,8 +106,12 @@ static void add_crash(struct ledger *l, const char *key, int n)
 	struct crashed *c = find(l, key);
 
 	if (!c && l->ncrashed < CRASHED_MAX) {
+		size_t len = strnlen(key, sizeof c->key - 1);
+
 		c = &l->crashed[l->ncrashed++];
-		snprintf(c->key, sizeof c->key, "%s", key);
+		/* A key longer than a slot's was cut when it was written. */
+		memcpy(c->key, key, len);
+		c->key[len] = '\0';
 		c->count = 0;
 	}
 	if (c)
