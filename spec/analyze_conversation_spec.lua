@@ -485,5 +485,53 @@ describe("analyze_conversation", function()
         assert.same(by_role, stats.turns_by_role, body.conversation_id)
       end
     end)
+
+    it("writes JSON that decodes to the same roles and top words",
+      function()
+        local cjson = require "cjson"
+        for _, body in ipairs(helpers.corpus(200)) do
+          local stats = job.analyze(body)
+          local host = helpers.fake_host()
+          assert.is_true(job.handle({ body = body, properties = {} }, host))
+          local params = host.queries[1].params
+          assert.same(stats.turns_by_role, cjson.decode(params[6]))
+          local pairs_back = cjson.decode(params[9])
+          assert.equal(#stats.top_words, #pairs_back)
+          for i, pair in ipairs(stats.top_words) do
+            assert.same(pair, pairs_back[i], body.conversation_id)
+          end
+        end
+      end)
+  end)
+
+
+  describe("json_string", function()
+    local cjson = require "cjson"
+
+    it("escapes quotes, backslashes and every control character",
+      function()
+        local all = {}
+        for code = 0, 31 do
+          all[#all + 1] = string.char(code)
+        end
+        local text = 'a"b\\c/' .. table.concat(all) .. "\127 é 字"
+        local written = job.json_string(text)
+        assert.equal(text, cjson.decode(written))
+        assert.is_nil(written:find("[%z\1-\31]"))
+      end)
+
+    it("leaves plain text as it is", function()
+      assert.equal('"user"', job.json_string("user"))
+      assert.equal('"ünïcödé"', job.json_string("ünïcödé"))
+    end)
+
+    it("lets a role with a quote through handle as valid JSON", function()
+      local host = helpers.fake_host()
+      job.handle(helpers.message({ conversation_log = {
+        turn('say "hi"\\', "hello there"),
+      } }), host)
+      assert.same({ ['say "hi"\\'] = 1 },
+        cjson.decode(host.queries[1].params[6]))
+    end)
   end)
 end)
