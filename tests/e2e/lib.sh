@@ -87,6 +87,23 @@ depth() {
 }
 
 
+# For tests that run a long-lived worker on the default job: rows it
+# stored, and whether N messages are settled (stored or dead-lettered).
+stored() { sql "SELECT count(*) FROM conversation_stats" 2>/dev/null || echo 0; }
+settled() { [ $(($(stored) + $(depth "$AMQP_QUEUE.dlq"))) -ge "$1" ]; }
+
+# publish_logs TAG COUNT: conversations with a 100 KB log each; $sent
+# counts what was published.
+sent=0
+publish_logs() {
+  for i in $(seq 1 "$2"); do
+    "$MRCTL" gen log 100000 --id "$1-$i" >"$WORK/body"
+    "$MRCTL" publish "$WORK/body" --message-id "$1-$i" >/dev/null
+  done
+  sent=$((sent + $2))
+}
+
+
 # policy_copy DIR 'sed expression' ...: a copy of policies/ with edits, the
 # way an operator changes a limit.
 policy_copy() {

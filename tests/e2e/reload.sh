@@ -9,17 +9,6 @@ policy_copy "$POLICY_DIR"
 
 events() { grep -c "\"event\":\"$1\"" "$WORK/run.log" || true; }
 at_least() { [ "$(events "$1")" -ge "$2" ]; }
-stored() { sql "SELECT count(*) FROM conversation_stats" 2>/dev/null || echo 0; }
-settled() { [ $(($(stored) + $(depth "$AMQP_QUEUE.dlq"))) -ge "$1" ]; }
-
-sent=0
-publish_logs() {  # publish_logs TAG COUNT: conversations with a 100 KB log
-  for i in $(seq 1 "$2"); do
-    "$MRCTL" gen log 100000 --id "$1-$i" >"$WORK/body"
-    "$MRCTL" publish "$WORK/body" --message-id "$1-$i" >/dev/null
-  done
-  sent=$((sent + $2))
-}
 
 "$MOONRABBIT" >"$WORK/run.log" 2>&1 &
 worker=$!

@@ -39,17 +39,6 @@ sampled() {  # sampled LEVEL N: N samples at LEVEL so far
   [ "$(grep -c "\"event\":\"memory_sample\".*\"level\":\"$1\"" "$log" ||
     true)" -ge "$2" ]
 }
-stored() { sql "SELECT count(*) FROM conversation_stats" 2>/dev/null || echo 0; }
-settled() { [ $(($(stored) + $(depth "$AMQP_QUEUE.dlq"))) -ge "$1" ]; }
-
-sent=0
-publish_logs() {  # publish_logs TAG COUNT: conversations with a 100 KB log
-  for i in $(seq 1 "$2"); do
-    "$MRCTL" gen log 100000 --id "$1-$i" >"$WORK/body"
-    "$MRCTL" publish "$WORK/body" --message-id "$1-$i" >/dev/null
-  done
-  sent=$((sent + $2))
-}
 
 # got N FIELD...: those fields of the receiver's Nth request (from 0),
 # the summary up to its first comma.
