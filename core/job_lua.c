@@ -378,8 +378,7 @@ static int l_db_query(lua_State *L)
 		}
 		/* A script ran DEALLOCATE or DISCARD: the names are gone,
 		 * and this job fails, but the next is prepared afresh. */
-		if (state && !strcmp(state, "26000"))
-			db_stmts_clear(db_stmts_of(conn));
+		db_stmts_note(db_stmts_of(conn), box->r);
 
 		lua_pushfstring(L, "SQLSTATE %s: %s", state ? state : "?????",
 				msg);
@@ -388,9 +387,7 @@ static int l_db_query(lua_State *L)
 		return lua_error(L);
 	}
 	/* The script dropped the prepared statements itself. */
-	if (!strncmp(PQcmdStatus(box->r), "DEALLOCATE", 10) ||
-	    !strcmp(PQcmdStatus(box->r), "DISCARD ALL"))
-		db_stmts_clear(db_stmts_of(conn));
+	db_stmts_note(db_stmts_of(conn), box->r);
 	push_rows(L, box->r);
 	lua_pushinteger(L, strtoll(PQcmdTuples(box->r), NULL, 10));
 	return 2;

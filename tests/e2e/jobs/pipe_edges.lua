@@ -1,0 +1,31 @@
+-- A batchable job for edge cases of statements sent ahead (host.db.exec):
+-- one that drops the connection's prepared statements, and one whose
+-- statement outlives the job's time budget.
+
+local function init(host)
+  host.db.query("CREATE TABLE IF NOT EXISTS p (id text PRIMARY KEY)")
+end
+
+
+local function handle(msg, host)
+  local body = msg.body
+  if body.op == "deallocate" then
+    -- After the job's own insert: an exec of a prepared statement behind
+    -- a DEALLOCATE in the same round trip would fail on its own.
+    host.db.exec("INSERT INTO p (id) VALUES ($1)", body.id)
+    host.db.exec("DEALLOCATE ALL")
+    return true
+  elseif body.op == "own_prepare" then
+    -- A script's own prepared statement, dropped by name: the host's
+    -- statements are still there and must not be prepared again.
+    host.db.query("PREPARE mine AS SELECT 1")
+    host.db.query("DEALLOCATE mine")
+  elseif body.op == "sleep" then
+    host.db.exec("SELECT pg_sleep(30)")
+  end
+  host.db.exec("INSERT INTO p (id) VALUES ($1)", body.id)
+  return true
+end
+
+
+return { init = init, handle = handle, batchable = true }

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Statements sent ahead by host.db.exec inside a batch: a job that drops
+# the connection's prepared statements.
+. "$(dirname "$0")/lib.sh"
+
+export JOB_SCRIPT=$REPO/tests/e2e/jobs/pipe_edges.lua
+export WORKER_CONCURRENCY_PER_WORKER=1 DB_POOL_SIZE=1 AMQP_PREFETCH=100
+
+# DEALLOCATE ALL through exec: the host must forget the names it
+# prepared, or every later job on the connection runs a statement the
+# server no longer has (SQLSTATE 26000), in the batch and again alone.
+# DEALLOCATE of one name the script prepared itself must not make it
+# forget the others, or it prepares them again and the server refuses
+# the names it already has (SQLSTATE 42P05), job after job.
+for i in $(seq 1 40); do
+  op=none
+  [ "$i" = 5 ] && op=deallocate
+  [ "$i" = 20 ] && op=own_prepare
+  echo "{\"id\":\"d$i\",\"op\":\"$op\"}"
+done >"$WORK/msgs.jsonl"
+"$MRCTL" publish-jsonl "$WORK/msgs.jsonl" >/dev/null
+rc=$(run_worker "$WORK/dealloc.log")
+check "deallocate run exits 0" 0 "$rc"
+check "every message is ok" 40 "$(summary "$WORK/dealloc.log" ok)"
+check "every message is stored" 40 "$(sql "SELECT count(*) FROM p")"
+check "nothing is dead-lettered" "" "$(dlq_ids | xargs)"
+
+finish
