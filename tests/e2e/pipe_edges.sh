@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Statements sent ahead by host.db.exec inside a batch: a job that drops
-# the connection's prepared statements.
+# Statements sent ahead by host.db.exec inside a batch, at two edges: a
+# job that drops the connection's prepared statements, and a statement
+# still running at the server when its job's time budget runs out.
 . "$(dirname "$0")/lib.sh"
 
 export JOB_SCRIPT=$REPO/tests/e2e/jobs/pipe_edges.lua
@@ -24,5 +25,25 @@ check "deallocate run exits 0" 0 "$rc"
 check "every message is ok" 40 "$(summary "$WORK/dealloc.log" ok)"
 check "every message is stored" 40 "$(sql "SELECT count(*) FROM p")"
 check "nothing is dead-lettered" "" "$(dlq_ids | xargs)"
+
+# A statement sent ahead is still a statement of its job: its time budget
+# cancels it, rather than the batch's COMMIT waiting it out.
+export POLICY_DIR=$WORK/policies
+policy_copy "$POLICY_DIR" 's/^local JOB_TIMEOUT_MS = .*/local JOB_TIMEOUT_MS = 1000/'
+sql "TRUNCATE p"
+for i in $(seq 1 10); do
+  op=none
+  [ "$i" = 4 ] && op=sleep
+  echo "{\"id\":\"s$i\",\"op\":\"$op\"}"
+done >"$WORK/msgs.jsonl"
+"$MRCTL" publish-jsonl "$WORK/msgs.jsonl" >/dev/null
+start=$(date +%s)
+rc=$(run_worker "$WORK/sleep.log")
+took=$(($(date +%s) - start))
+check "sleep run exits 0" 0 "$rc"
+check_true "the run is not held by the 30 s statement (took ${took} s)" \
+  [ "$took" -lt 20 ]
+check "all but the sleeper are stored" 9 "$(sql "SELECT count(*) FROM p")"
+check "the sleeper is dead-lettered" line-4 "$(dlq_ids | xargs)"
 
 finish
