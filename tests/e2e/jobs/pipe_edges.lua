@@ -4,6 +4,7 @@
 
 local function init(host)
   host.db.query("CREATE TABLE IF NOT EXISTS p (id text PRIMARY KEY)")
+  host.db.query("CREATE SEQUENCE IF NOT EXISTS kills")
 end
 
 
@@ -20,6 +21,15 @@ local function handle(msg, host)
     -- statements are still there and must not be prepared again.
     host.db.query("PREPARE mine AS SELECT 1")
     host.db.query("DEALLOCATE mine")
+  elseif body.op == "kill" then
+    -- Ends its own connection with the batch's statements still queued,
+    -- once only: a sequence is not rolled back.
+    host.db.exec("INSERT INTO p (id) VALUES ($1)", body.id)
+    local rows = host.db.query("SELECT nextval('kills') AS n")
+    if rows[1].n == "1" then
+      host.db.query("SELECT pg_terminate_backend(pg_backend_pid())")
+    end
+    return true
   elseif body.op == "sleep" then
     host.db.exec("SELECT pg_sleep(30)")
   end
