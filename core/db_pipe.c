@@ -55,6 +55,17 @@ int db_pipe_queue(struct db_pipe *p, PGconn *conn, int stmt_limit,
 }
 
 
+/* A name the server already holds (SQLSTATE 42P05) is the same text
+ * prepared before we lost track of it: it is there to use. */
+static int prepared(const PGresult *r)
+{
+	const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+
+	return PQresultStatus(r) == PGRES_COMMAND_OK ||
+	       (state && !strcmp(state, "42P05"));
+}
+
+
 /* One command's results up to its end: the first is kept. */
 static PGresult *next_result(PGconn *conn)
 {
@@ -102,8 +113,11 @@ PGresult *db_pipe_sync(struct db_pipe *p, PGconn *conn)
 			PQclear(r);
 			break;
 		}
+		/* Statements sent ahead (host.db.exec) can drop the names
+		 * too, and no job reads their results but this. */
+		db_stmts_note(stmts, r);
 		for (int k = 0; k < p->nprep; k++)
-			if (p->prep_at[k] == i && st == PGRES_COMMAND_OK)
+			if (p->prep_at[k] == i && prepared(r))
 				db_stmts_add(stmts, p->prep_key[k]);
 		if (st == PGRES_FATAL_ERROR || st == PGRES_PIPELINE_ABORTED) {
 			/* The caller hands its own command's failure to the

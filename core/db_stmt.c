@@ -2,6 +2,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 struct db_stmts {
 	int n;
@@ -83,4 +84,20 @@ void db_stmts_clear(struct db_stmts *s)
 {
 	if (s)
 		s->n = 0;
+}
+
+
+void db_stmts_note(struct db_stmts *s, const PGresult *r)
+{
+	const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+	const char *cmd = PQcmdStatus((PGresult *)r);
+
+	/* A plain DEALLOCATE drops one name, most likely the script's own
+	 * from an SQL PREPARE: forgetting ours then would prepare them
+	 * again under names the server still holds (SQLSTATE 42P05), on
+	 * every job. If it was one of ours, its next use says so. */
+	if ((state && !strcmp(state, "26000")) ||
+	    (cmd &&
+	     (!strcmp(cmd, "DEALLOCATE ALL") || !strcmp(cmd, "DISCARD ALL"))))
+		db_stmts_clear(s);
 }

@@ -40,4 +40,9 @@ void db_stmts_add(struct db_stmts *s, uint64_t key);
  * DEALLOCATE or DISCARD). */
 void db_stmts_clear(struct db_stmts *s);
 
+/* Follows what a statement's result says about the names the server
+ * holds: a DEALLOCATE ALL or DISCARD ALL dropped them, an unknown name
+ * (SQLSTATE 26000) means some were dropped. */
+void db_stmts_note(struct db_stmts *s, const PGresult *r);
+
 #endif

@@ -63,6 +63,7 @@ struct job_state {
 	struct watch watch;		/* the time budget */
 	int watched;			/* watch is registered */
 	volatile sig_atomic_t in_call;	/* handle() is running */
+	volatile sig_atomic_t in_sync;	/* a batch reads what exec sent */
 	int broken;			/* rebuild before the next job */
 	int hit_cap; /* the allocator refused during this job */
 };
@@ -152,6 +153,14 @@ static void on_overrun(int sig)
 	char why[128];
 
 	(void)sig;
+	if (js && js->in_sync) {
+		/* After the jobs, at the batch's end: no Lua to stop, only
+		 * the statements still running. */
+		js->overran = 1;
+		if (js->cancel)
+			PQcancel(js->cancel, why, sizeof why);
+		return;
+	}
 	if (!js || !js->in_call)
 		return;
 	js->overran = 1;
@@ -378,8 +387,7 @@ static int l_db_query(lua_State *L)
 		}
 		/* A script ran DEALLOCATE or DISCARD: the names are gone,
 		 * and this job fails, but the next is prepared afresh. */
-		if (state && !strcmp(state, "26000"))
-			db_stmts_clear(db_stmts_of(conn));
+		db_stmts_note(db_stmts_of(conn), box->r);
 
 		lua_pushfstring(L, "SQLSTATE %s: %s", state ? state : "?????",
 				msg);
@@ -388,9 +396,7 @@ static int l_db_query(lua_State *L)
 		return lua_error(L);
 	}
 	/* The script dropped the prepared statements itself. */
-	if (!strncmp(PQcmdStatus(box->r), "DEALLOCATE", 10) ||
-	    !strcmp(PQcmdStatus(box->r), "DISCARD ALL"))
-		db_stmts_clear(db_stmts_of(conn));
+	db_stmts_note(db_stmts_of(conn), box->r);
 	push_rows(L, box->r);
 	lua_pushinteger(L, strtoll(PQcmdTuples(box->r), NULL, 10));
 	return 2;
@@ -1062,6 +1068,31 @@ int job_state_pipe_pending(const struct job_state *js)
 }
 
 
+/* Reads the results of the statements host.db.exec sent ahead, which may
+ * still be running at the server after their jobs returned: they get a
+ * time budget of their own, or a pg_sleep() sent ahead would hold the
+ * worker for as long as it likes. A cancelled statement fails the
+ * transaction, so the batch runs again job by job, where each has the
+ * budget to itself. */
+static PGresult *sync_in_budget(struct job_state *js)
+{
+	PGresult *r;
+
+	if (!js->cancel)
+		js->cancel = PQgetCancel(js->conn);
+	running_state = js;
+	js->overran = 0;
+	js->in_sync = 1;
+	watchdog_arm(&js->watch,
+		     watchdog_now_ms() +
+			     (long long)js->env.limits.job_timeout_ms);
+	r = db_pipe_sync(&js->pipe, js->conn);
+	watchdog_disarm(&js->watch);
+	js->in_sync = 0;
+	return r;
+}
+
+
 /* Queues sql behind what is in the pipe, or runs it when nothing is. */
 static int control(struct job_state *js, const char *sql, PGresult **r)
 {
@@ -1099,7 +1130,7 @@ int job_state_commit(struct job_state *js, char *err, size_t errlen)
 	}
 	if (js->pipe.queued) {
 		if (control(js, "COMMIT", &r) > 0)
-			r = db_pipe_sync(&js->pipe, js->conn);
+			r = sync_in_budget(js);
 	} else {
 		r = PQexec(js->conn, "COMMIT");
 	}
@@ -1111,6 +1142,8 @@ int job_state_commit(struct job_state *js, char *err, size_t errlen)
 
 		if (!*why)
 			why = "the server rolled the transaction back";
+		if (js->overran)
+			why = "statements sent ahead outlived the time budget";
 		snprintf(err, errlen, "COMMIT: %.*s", (int)strcspn(why, "\n"),
 			 why);
 	}
@@ -1126,7 +1159,7 @@ void job_state_release(struct job_state *js)
 	/* Whatever is still queued is read and dropped; the pool then rolls
 	 * back the transaction it belonged to. */
 	if (js->conn && js->pipe.queued) {
-		r = db_pipe_sync(&js->pipe, js->conn);
+		r = sync_in_budget(js);
 		PQclear(r);
 	}
 	js->async_ok = 0;

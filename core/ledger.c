@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <pthread.h>
@@ -80,6 +81,12 @@ void ledger_key(const char *message_id, const char *body, size_t len, char *key,
 		memcpy(key, "id:", 3);
 		memcpy(key + 3, message_id, n);
 		key[3 + n] = '\0';
+		/* The carried counts are lines of text and the id is the
+		 * publisher's: a newline in it would split the line, losing
+		 * its own count and forging another message's. */
+		for (char *p = key + 3; *p; p++)
+			if ((unsigned char)*p < 0x20 || *p == 0x7f)
+				*p = '?';
 	} else if (len <= 2 * HASH_EDGE)
 		snprintf(key, keylen, "body:%016llx:%zu",
 			 (unsigned long long)hash_body(body, len), len);
@@ -103,8 +110,14 @@ static struct crashed *find(const struct ledger *l, const char *key)
 
 static void add_crash(struct ledger *l, const char *key, int n)
 {
-	struct crashed *c = find(l, key);
+	struct crashed *c;
 
+	/* Counts come from a file that may be damaged: a count that is not
+	 * positive means nothing, and one near INT_MAX must not wrap to a
+	 * negative one that never reaches the quarantine. */
+	if (n <= 0)
+		return;
+	c = find(l, key);
 	if (!c && l->ncrashed < CRASHED_MAX) {
 		size_t len = strnlen(key, sizeof c->key - 1);
 
@@ -115,7 +128,7 @@ static void add_crash(struct ledger *l, const char *key, int n)
 		c->count = 0;
 	}
 	if (c)
-		c->count += n;
+		c->count = c->count > INT_MAX - n ? INT_MAX : c->count + n;
 }
 
 

@@ -136,6 +136,81 @@ static void test_keys(void)
 }
 
 
+/* The counts are carried in a line-based file: a message id holding a
+ * newline must neither lose its own count across restarts (a poison
+ * message would then never reach the quarantine) nor forge lines that
+ * give another message crashes it never had. */
+static void test_id_with_newline(void)
+{
+	char key[LEDGER_KEY_MAX], victim[LEDGER_KEY_MAX];
+	const char *running[1] = { key };
+	int counted;
+	struct ledger *l;
+
+	ledger_key("poison\n=5 id:victim", "{}", 2, key, sizeof key);
+	ledger_key("victim", "{}", 2, victim, sizeof victim);
+	CHECK_INT(0, strchr(key, '\n') != NULL);
+	for (int crash = 1; crash <= 3; crash++) {
+		crash_with(1, running, 1);
+		l = open_ledger(1, &counted);
+		CHECK_INT(crash, ledger_crashes(l, key));
+		CHECK_INT(0, ledger_crashes(l, victim));
+		ledger_close(l);
+	}
+	l = open_ledger(1, &counted);
+	ledger_forget(l, key);
+	ledger_close(l);
+}
+
+
+static void write_file(const char *name, const char *data, size_t len)
+{
+	char path[256];
+	FILE *f;
+
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	f = fopen(path, "w");
+	CHECK_INT(1, f != NULL);
+	if (!f)
+		return;
+	CHECK_INT(len, fwrite(data, 1, len, f));
+	fclose(f);
+}
+
+
+/* State files a disk error or an operator left damaged: the worker must
+ * start, count what it can read, and not overflow a count. */
+static void test_damaged_files(void)
+{
+	static char junk[LEDGER_KEY_MAX * 5 + 37];
+	static const char counts[] =
+		"=2147483647 id:huge\n=-7 id:negative\n=x id:nonumber\n"
+		"garbage without a mark\n";
+	int counted;
+	struct ledger *l;
+
+	for (size_t i = 0; i < sizeof junk; i++)
+		junk[i] = (char)(i * 37 + 11);
+	write_file("q.inflight", junk, sizeof junk);
+	write_file("q.ledger", counts, sizeof counts - 1);
+	l = open_ledger(2, &counted);
+	CHECK_INT(1, counted <= 5);
+	CHECK_INT(0, ledger_crashes(l, "id:negative"));
+	ledger_close(l);
+
+	/* A crash now adds to the largest count without wrapping it. */
+	{
+		static const char *const huge[] = { "id:huge" };
+
+		crash_with(1, huge, 1);
+	}
+	l = open_ledger(1, &counted);
+	CHECK_INT(1, ledger_crashes(l, "id:huge") > 0);
+	ledger_forget(l, "id:huge");
+	ledger_close(l);
+}
+
+
 int main(void)
 {
 	char cmd[64];
@@ -146,6 +221,8 @@ int main(void)
 	test_crash_counts_what_was_running();
 	test_slot_bounds();
 	test_keys();
+	test_id_with_newline();
+	test_damaged_files();
 	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
 	if (system(cmd) != 0)
 		return 1;

@@ -1,0 +1,41 @@
+-- A batchable job for edge cases of statements sent ahead (host.db.exec):
+-- one that drops the connection's prepared statements, and one whose
+-- statement outlives the job's time budget.
+
+local function init(host)
+  host.db.query("CREATE TABLE IF NOT EXISTS p (id text PRIMARY KEY)")
+  host.db.query("CREATE SEQUENCE IF NOT EXISTS kills")
+end
+
+
+local function handle(msg, host)
+  local body = msg.body
+  if body.op == "deallocate" then
+    -- After the job's own insert: an exec of a prepared statement behind
+    -- a DEALLOCATE in the same round trip would fail on its own.
+    host.db.exec("INSERT INTO p (id) VALUES ($1)", body.id)
+    host.db.exec("DEALLOCATE ALL")
+    return true
+  elseif body.op == "own_prepare" then
+    -- A script's own prepared statement, dropped by name: the host's
+    -- statements are still there and must not be prepared again.
+    host.db.query("PREPARE mine AS SELECT 1")
+    host.db.query("DEALLOCATE mine")
+  elseif body.op == "kill" then
+    -- Ends its own connection with the batch's statements still queued,
+    -- once only: a sequence is not rolled back.
+    host.db.exec("INSERT INTO p (id) VALUES ($1)", body.id)
+    local rows = host.db.query("SELECT nextval('kills') AS n")
+    if rows[1].n == "1" then
+      host.db.query("SELECT pg_terminate_backend(pg_backend_pid())")
+    end
+    return true
+  elseif body.op == "sleep" then
+    host.db.exec("SELECT pg_sleep(30)")
+  end
+  host.db.exec("INSERT INTO p (id) VALUES ($1)", body.id)
+  return true
+end
+
+
+return { init = init, handle = handle, batchable = true }

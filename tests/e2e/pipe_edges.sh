@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Statements sent ahead by host.db.exec inside a batch, at two edges: a
+# job that drops the connection's prepared statements, and a statement
+# still running at the server when its job's time budget runs out.
+. "$(dirname "$0")/lib.sh"
+
+export JOB_SCRIPT=$REPO/tests/e2e/jobs/pipe_edges.lua
+export WORKER_CONCURRENCY_PER_WORKER=1 DB_POOL_SIZE=1 AMQP_PREFETCH=100
+
+# DEALLOCATE ALL through exec: the host must forget the names it
+# prepared, or every later job on the connection runs a statement the
+# server no longer has (SQLSTATE 26000), in the batch and again alone.
+# DEALLOCATE of one name the script prepared itself must not make it
+# forget the others, or it prepares them again and the server refuses
+# the names it already has (SQLSTATE 42P05), job after job.
+for i in $(seq 1 40); do
+  op=none
+  [ "$i" = 5 ] && op=deallocate
+  [ "$i" = 20 ] && op=own_prepare
+  echo "{\"id\":\"d$i\",\"op\":\"$op\"}"
+done >"$WORK/msgs.jsonl"
+"$MRCTL" publish-jsonl "$WORK/msgs.jsonl" >/dev/null
+rc=$(run_worker "$WORK/dealloc.log")
+check "deallocate run exits 0" 0 "$rc"
+check "every message is ok" 40 "$(summary "$WORK/dealloc.log" ok)"
+check "every message is stored" 40 "$(sql "SELECT count(*) FROM p")"
+check "nothing is dead-lettered" "" "$(dlq_ids | xargs)"
+
+# A connection lost in the middle of a batch, with statements sent ahead
+# and not yet read: nothing the server lost may be acked. The batch runs
+# again job by job on a fresh connection, and every message is stored.
+sql "TRUNCATE p"
+for i in $(seq 1 30); do
+  op=none
+  [ "$i" = 12 ] && op=kill
+  echo "{\"id\":\"k$i\",\"op\":\"$op\"}"
+done >"$WORK/msgs.jsonl"
+"$MRCTL" publish-jsonl "$WORK/msgs.jsonl" >/dev/null
+rc=$(run_worker "$WORK/kill.log")
+check "kill run exits 0" 0 "$rc"
+check_true "the connection was lost" grep -q '"event":"batch_failed"' \
+  "$WORK/kill.log"
+check "every message is ok" 30 "$(summary "$WORK/kill.log" ok)"
+check "every message is stored" 30 "$(sql "SELECT count(*) FROM p")"
+check "nothing is dead-lettered" "" "$(dlq_ids | xargs)"
+
+# A statement sent ahead is still a statement of its job: its time budget
+# cancels it, rather than the batch's COMMIT waiting it out.
+export POLICY_DIR=$WORK/policies
+policy_copy "$POLICY_DIR" 's/^local JOB_TIMEOUT_MS = .*/local JOB_TIMEOUT_MS = 1000/'
+sql "TRUNCATE p"
+for i in $(seq 1 10); do
+  op=none
+  [ "$i" = 4 ] && op=sleep
+  echo "{\"id\":\"s$i\",\"op\":\"$op\"}"
+done >"$WORK/msgs.jsonl"
+"$MRCTL" publish-jsonl "$WORK/msgs.jsonl" >/dev/null
+start=$(date +%s)
+rc=$(run_worker "$WORK/sleep.log")
+took=$(($(date +%s) - start))
+check "sleep run exits 0" 0 "$rc"
+check_true "the run is not held by the 30 s statement (took ${took} s)" \
+  [ "$took" -lt 20 ]
+check "all but the sleeper are stored" 9 "$(sql "SELECT count(*) FROM p")"
+check "the sleeper is dead-lettered" line-4 "$(dlq_ids | xargs)"
+
+finish
