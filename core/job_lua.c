@@ -903,6 +903,7 @@ int job_state_gate(struct job_state *js, struct job *job)
 				  &js->env.limits)) {
 		js->broken = js->limits_version > 1;
 		rebuild_if_broken(js);
+		watchdog_tighten(watch_tick_ms(js->env.limits.job_timeout_ms));
 	}
 	job->outcome =
 		gate_fields(job->body, job->body_len, &js->env.limits, &rep);

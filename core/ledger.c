@@ -245,7 +245,13 @@ int ledger_open(const char *dir, const char *queue, int nslots,
 	pthread_mutex_init(&l->lock, NULL);
 	mkdir(dir, 0700);
 	snprintf(l->path, sizeof l->path, "%s/%s.ledger", dir, queue);
-	snprintf(l->in_path, sizeof l->in_path, "%s/%s.inflight", dir, queue);
+	/* A queue name may hold '/' (AMQP allows it): kept out of the path,
+	 * so the files stay in STATE_DIR. */
+	for (size_t i = strlen(dir) + 1; i < strlen(l->path); i++)
+		if (l->path[i] == '/')
+			l->path[i] = '_';
+	snprintf(l->in_path, sizeof l->in_path, "%.*s.inflight",
+		 (int)(strlen(l->path) - strlen(".ledger")), l->path);
 	f = fopen(l->path, "r");
 	/* A ledger from a version that appended +key/-key lines replays
 	 * the same way. */

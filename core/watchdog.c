@@ -108,6 +108,15 @@ int watchdog_add(struct watch *w, void (*handler)(int), int tick_ms)
 }
 
 
+void watchdog_tighten(int tick_ms)
+{
+	pthread_mutex_lock(&lock);
+	if (tick_ms > 0 && tick_ms < tick)
+		tick = tick_ms;
+	pthread_mutex_unlock(&lock);
+}
+
+
 void watchdog_remove(struct watch *w)
 {
 	int stop = 0;

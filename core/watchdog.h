@@ -37,6 +37,9 @@ long long watchdog_now_ms(void);
  * passed. tick_ms bounds the overshoot. Returns 0 or -errno. */
 int watchdog_add(struct watch *w, void (*handler)(int), int tick_ms);
 
+/* Looks at least every tick_ms from now on: a reload lowered a budget. */
+void watchdog_tighten(int tick_ms);
+
 /* Removes w; the thread stops with the last one. */
 void watchdog_remove(struct watch *w);
 

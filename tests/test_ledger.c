@@ -93,6 +93,26 @@ static void test_crash_counts_what_was_running(void)
 }
 
 
+/* A queue name with '/' must not lead the files out of STATE_DIR. */
+static void test_queue_with_slash(void)
+{
+	struct ledger *l = NULL;
+	char err[256] = "", path[128];
+	int counted;
+	struct stat st;
+
+	CHECK_INT(0, ledger_open(dir, "../escape", 1, &l, &counted, err,
+				 sizeof err));
+	snprintf(path, sizeof path, "%s/.._escape.inflight", dir);
+	CHECK_INT(0, stat(path, &st));
+	ledger_close(l);
+	snprintf(path, sizeof path, "%s/.._escape.ledger", dir);
+	CHECK_INT(0, stat(path, &st));
+	snprintf(path, sizeof path, "%s/../escape.ledger", dir);
+	CHECK_INT(-1, stat(path, &st));
+}
+
+
 static void test_slot_bounds(void)
 {
 	int counted;
@@ -220,6 +240,7 @@ int main(void)
 	test_clean_stop_counts_nothing();
 	test_crash_counts_what_was_running();
 	test_slot_bounds();
+	test_queue_with_slash();
 	test_keys();
 	test_id_with_newline();
 	test_damaged_files();
