@@ -524,11 +524,13 @@ local function encode_object(counts)
 end
 
 
--- Takes the { word, count } list; returns a JSON array of pairs.
+-- Takes the { word, count } list; returns a JSON array of pairs. A word
+-- is cut from a run of letters, digits, apostrophes and non-ASCII bytes
+-- (RUN above), so it never holds a byte JSON must escape.
 local function encode_pairs(list)
   local items = {}
   for i, pair in ipairs(list) do
-    items[i] = "[" .. json_string(pair[1]) .. "," .. pair[2] .. "]"
+    items[i] = '["' .. pair[1] .. '",' .. pair[2] .. "]"
   end
   return "[" .. concat(items, ",") .. "]"
 end
