@@ -675,6 +675,21 @@ static int apply_pause(struct consumer *c, int pause)
 
 /* Takes a sample when one is due and acts on memory.lua's decision. A
  * refused decision is logged and the previous one stays in force. */
+/* Kept body buffers are for a stream of large messages; once nothing is
+ * in flight at a sample they go back, with glibc's free memory, so a
+ * worker that saw a burst does not sit on it while idle. */
+static void release_idle(struct consumer *c)
+{
+	size_t kept = body_buf_kept();
+
+	if (!kept || pool_in_flight(c->o->pool))
+		return;
+	body_buf_flush();
+	malloc_trim(0);
+	LOG(LOG_INFO, "idle_buffers_released", LF_U("bytes", kept));
+}
+
+
 static int govern(struct consumer *c, int force)
 {
 	struct governor *g = c->o->governor;
@@ -685,6 +700,7 @@ static int govern(struct consumer *c, int force)
 
 	if (!g || (!force && !governor_due(g, now_s())))
 		return 0;
+	release_idle(c);
 	rc = governor_sample(g, now_s(), &s, &d, err, sizeof err);
 	if (rc == -EIO) {
 		LOG(LOG_WARN, "memory_probe_failed",
