@@ -8,7 +8,7 @@
 #define LARGE (128u << 10)
 /* Sizes round up to this, so bodies of similar length share buffers. */
 #define GRAIN	 (64u << 10)
-#define KEPT_MAX 16
+#define KEPT_MAX 8
 
 /* Sits before the bytes handed out; the size keeps the bytes aligned. */
 struct head {

@@ -2,7 +2,7 @@
 # Body buffers kept for a stream of large messages are given back once
 # the worker is idle: after 30 x 1 MiB bodies a long-running worker logs
 # their release at its next memory sample and its RSS falls back near
-# where it started, instead of keeping up to 16 MiB for good.
+# where it started, instead of keeping up to 4 MiB for good.
 . "$(dirname "$0")/lib.sh"
 
 export JOB_SCRIPT=$REPO/scripts/noop.lua
@@ -32,8 +32,8 @@ echo "RSS at start ${start_kib} KiB, after the release ${end_kib} KiB;" \
   "released ${released} bytes"
 check_true "at least one 1 MiB buffer was kept and released" \
   [ "${released:-0}" -ge 1048576 ]
-check_true "RSS is back within 4 MiB of the start" \
-  [ "$end_kib" -le $((start_kib + 4096)) ]
+check_true "RSS is back within 2.5 MiB of the start" \
+  [ "$end_kib" -le $((start_kib + 2560)) ]
 
 kill -TERM "$worker"
 wait "$worker" && rc=0 || rc=$?
