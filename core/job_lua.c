@@ -7,7 +7,7 @@
  * that ran out of memory is rebuilt before the next job, since a script
  * interrupted mid-update cannot be trusted.
  */
-#include "job_lua.h"
+#include "job_state.h"
 
 #include <errno.h>
 #include <lauxlib.h>
@@ -22,58 +22,15 @@
 
 #include "alerts.h"
 #include "body_buf.h"
-#include "db_pipe.h"
-#include "db_stmt.h"
 #include "gate.h"
 #include "log.h"
 #include "watchdog.h"
 
-#define QUERY_PARAMS_MAX 64
-#define LOG_FIELDS_MAX	 16
+#define LOG_FIELDS_MAX 16
 
-struct job_state {
-	lua_State *L;
-	struct job_env env;
-	size_t mem_used;
-	size_t mem_cap; /* 0 while the state is being built */
-	int ref_handle;
-	int ref_init;
-	int ref_decode;
-	int ref_encode;
-	int ref_host;
-	int ref_msg_mt;
-	int batchable;		 /* the script lets the host own transactions */
-	int keep_body;		 /* a batch may need to run the job again */
-	unsigned limits_version; /* of env.shared last copied */
-	int decode_failed;	 /* msg.body could not be decoded */
-	char decode_error[128];
-	PGconn *conn; /* checked out for the running job */
-	/* Commands a batch wants run before the job's next statement; they
-	 * go out with it in one round trip (libpq's pipeline mode). */
-	const char *deferred[JOB_DEFERRED_MAX];
-	int ndeferred;
-	struct db_pipe pipe; /* statements sent ahead of their results */
-	int async_ok;	     /* in a batch: host.db.exec may not wait */
-	/* For the watchdog's handler to cancel a statement that outlives the
-	 * job's budget; made for conn when a job first runs one. */
-	PGcancel *cancel;
-	volatile sig_atomic_t in_query; /* a statement is at the server */
-	volatile sig_atomic_t overran;	/* the budget ran out in handle() */
-	struct job *job;		/* the running job, for logs */
-	struct watch watch;		/* the time budget */
-	int watched;			/* watch is registered */
-	volatile sig_atomic_t in_call;	/* handle() is running */
-	volatile sig_atomic_t in_sync;	/* a batch reads what exec sent */
-	int broken;			/* rebuild before the next job */
-	int hit_cap; /* the allocator refused during this job */
-};
 
 /* Its address keys the raw body in msg: unreachable from a script. */
 static const char raw_body_key;
-
-struct pgres_box {
-	PGresult *r;
-};
 
 
 static double monotonic_now(void)
@@ -122,7 +79,7 @@ static int traceback(lua_State *L)
 
 
 /* The state whose handle() this thread runs, for the signal handler. */
-static _Thread_local struct job_state *running_state;
+_Thread_local struct job_state *job_running;
 
 
 /* Set only once the watchdog saw the job overrun. It stays set and
@@ -149,7 +106,7 @@ static void budget_hook(lua_State *L, lua_Debug *ar)
  * a slow query cannot outlast the budget either. */
 static void on_overrun(int sig)
 {
-	struct job_state *js = running_state;
+	struct job_state *js = job_running;
 	char why[128];
 
 	(void)sig;
@@ -182,232 +139,16 @@ static int panic(lua_State *L)
 }
 
 
-static struct job_state *self(lua_State *L)
-{
-	return lua_touserdata(L, lua_upvalueindex(1));
-}
-
-
-static int pgres_gc(lua_State *L)
-{
-	struct pgres_box *box = lua_touserdata(L, 1);
-
-	PQclear(box->r);
-	box->r = NULL;
-	return 0;
-}
-
-
-/* The cancel handle names the connection's server process, which a reset
- * in the pool changes; it is made again after the next checkout. */
-static void forget_cancel(struct job_state *js)
-{
-	PQfreeCancel(js->cancel);
-	js->cancel = NULL;
-}
-
-
-/* Checks a connection out for the running job on first use. */
-static PGconn *job_conn(lua_State *L, struct job_state *js)
-{
-	char err[256];
-
-	if (js->conn)
-		return js->conn;
-	if (!js->env.db)
-		luaL_error(L, "no database configured");
-	if (db_pool_acquire(js->env.db, js->env.db_wait_ms, &js->conn, err,
-			    sizeof err) < 0) {
-		js->conn = NULL;
-		luaL_error(L, "database unavailable: %s", err);
-	}
-	return js->conn;
-}
-
-
-/* Turns the query arguments at 2.. into libpq text parameters; numbers
- * are converted on the stack so their strings live until the call. */
-static int query_params(lua_State *L, const char **values)
-{
-	int n = lua_gettop(L) - 1;
-
-	if (n > QUERY_PARAMS_MAX)
-		luaL_error(L, "at most %d query parameters", QUERY_PARAMS_MAX);
-	for (int i = 0; i < n; i++) {
-		int idx = i + 2;
-
-		switch (lua_type(L, idx)) {
-		case LUA_TNIL:
-			values[i] = NULL;
-			break;
-		case LUA_TBOOLEAN:
-			values[i] = lua_toboolean(L, idx) ? "true" : "false";
-			break;
-		case LUA_TNUMBER:
-		case LUA_TSTRING:
-			values[i] = luaL_tolstring(L, idx, NULL);
-			lua_replace(L, idx);
-			values[i] = lua_tostring(L, idx);
-			break;
-		default:
-			luaL_error(L,
-				   "query parameter $%d: cannot send a %s; "
-				   "encode it as a string",
-				   i + 1, luaL_typename(L, idx));
-		}
-	}
-	return n;
-}
-
-
-static void push_rows(lua_State *L, PGresult *r)
-{
-	int rows = PQntuples(r), cols = PQnfields(r);
-
-	lua_createtable(L, rows, 0);
-	for (int i = 0; i < rows; i++) {
-		lua_createtable(L, 0, cols);
-		for (int c = 0; c < cols; c++) {
-			if (PQgetisnull(r, i, c))
-				continue;
-			lua_pushlstring(L, PQgetvalue(r, i, c),
-					(size_t)PQgetlength(r, i, c));
-			lua_setfield(L, -2, PQfname(r, c));
-		}
-		lua_rawseti(L, -2, i + 1);
-	}
-}
-
-
 /* host.db.query(sql, ...) -> rows, affected. Raises "SQLSTATE xxxxx: ..."
  * on a database error. The result sits in a box with a finalizer, so an
  * error while building the rows cannot leak it. */
-static int l_db_query(lua_State *L);
-
-
-/* Runs the job's statement and returns its result (NULL when the
- * connection failed, as PQexecParams). A statement the connection has
- * prepared runs by name; one it has room for is prepared on the way, and
- * deferred commands and statements already queued by host.db.exec go
- * first: all in one round trip. With statements queued before it, the
- * first failure among them is what comes back. */
-static PGresult *run_statement(struct job_state *js, PGconn *conn,
-			       const char *sql, int n,
-			       const char *const *values)
-{
-	if (!js->ndeferred && !js->pipe.queued) {
-		char name[DB_STMT_NAME_MAX];
-		uint64_t key = db_stmt_key(sql, name);
-		struct db_stmts *stmts = db_stmts_of(conn);
-
-		if (db_stmts_has(stmts, key))
-			return PQexecPrepared(conn, name, n, values, NULL, NULL,
-					      0);
-		if (!db_stmts_room(stmts, js->env.stmt_cache))
-			return PQexecParams(conn, sql, n, NULL, values, NULL,
-					    NULL, 0);
-	}
-	db_pipe_queue(&js->pipe, conn, js->env.stmt_cache, js->deferred,
-		      js->ndeferred, sql, n, values);
-	js->ndeferred = 0;
-	return db_pipe_sync(&js->pipe, conn);
-}
-
-
-/* host.db.exec(sql, ...): a statement whose rows the job does not read.
- * Inside a batch it is queued and the job goes on at once; its result is
- * read at the batch's COMMIT, and a failure makes the batch run again job
- * by job, where it is the job's own. Elsewhere it runs as query() does
- * and returns the row count. */
-static int l_db_exec(lua_State *L)
-{
-	struct job_state *js = self(L);
-	const char *values[QUERY_PARAMS_MAX];
-	const char *sql;
-	PGconn *conn;
-	int n;
-
-	if (!js->async_ok) {
-		int got = l_db_query(L);
-
-		lua_remove(L, -got);
-		return got - 1;
-	}
-	sql = luaL_checkstring(L, 1);
-	n = query_params(L, values);
-	conn = job_conn(L, js);
-	if (js->pipe.failed)
-		return luaL_error(L,
-				  "an earlier statement of this batch "
-				  "failed: %s",
-				  js->pipe.error);
-	if (db_pipe_queue(&js->pipe, conn, js->env.stmt_cache, js->deferred,
-			  js->ndeferred, sql, n, values) < 0) {
-		js->ndeferred = 0;
-		return luaL_error(L, "database connection lost: %s",
-				  PQerrorMessage(conn));
-	}
-	js->ndeferred = 0;
-	return 0;
-}
-
-
-static int l_db_query(lua_State *L)
-{
-	struct job_state *js = self(L);
-	const char *values[QUERY_PARAMS_MAX];
-	const char *sql = luaL_checkstring(L, 1);
-	int n = query_params(L, values);
-	PGconn *conn = job_conn(L, js);
-	struct pgres_box *box;
-	ExecStatusType st;
-
-	box = lua_newuserdatauv(L, sizeof *box, 0);
-	box->r = NULL;
-	luaL_setmetatable(L, "moonrabbit.pgresult");
-	if (!js->cancel)
-		js->cancel = PQgetCancel(conn);
-	js->in_query = 1;
-	box->r = run_statement(js, conn, sql, n, values);
-	js->in_query = 0;
-	st = PQresultStatus(box->r);
-	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-		const char *state =
-			PQresultErrorField(box->r, PG_DIAG_SQLSTATE);
-		const char *msg = box->r ? PQresultErrorMessage(box->r)
-					 : PQerrorMessage(conn);
-
-		if (js->overran) {
-			PQclear(box->r);
-			box->r = NULL;
-			return luaL_error(L,
-					  "job exceeded its time budget of %d "
-					  "ms in a statement",
-					  (int)js->env.limits.job_timeout_ms);
-		}
-		/* A script ran DEALLOCATE or DISCARD: the names are gone,
-		 * and this job fails, but the next is prepared afresh. */
-		db_stmts_note(db_stmts_of(conn), box->r);
-
-		lua_pushfstring(L, "SQLSTATE %s: %s", state ? state : "?????",
-				msg);
-		PQclear(box->r);
-		box->r = NULL;
-		return lua_error(L);
-	}
-	/* The script dropped the prepared statements itself. */
-	db_stmts_note(db_stmts_of(conn), box->r);
-	push_rows(L, box->r);
-	lua_pushinteger(L, strtoll(PQcmdTuples(box->r), NULL, 10));
-	return 2;
-}
 
 
 static int l_log(lua_State *L)
 {
 	static const char *const levels[] = { "error", "warn", "info", "debug",
 					      NULL };
-	struct job_state *js = self(L);
+	struct job_state *js = job_self(L);
 	struct log_field f[LOG_FIELDS_MAX];
 	int level = luaL_checkoption(L, 1, NULL, levels);
 	const char *event = luaL_checkstring(L, 2);
@@ -449,7 +190,7 @@ static int l_now(lua_State *L)
 
 static int l_json_encode(lua_State *L)
 {
-	struct job_state *js = self(L);
+	struct job_state *js = job_self(L);
 
 	luaL_checkany(L, 1);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, js->ref_encode);
@@ -468,7 +209,7 @@ static int l_json_encode(lua_State *L)
  * as invalid_json. */
 static int l_msg_index(lua_State *L)
 {
-	struct job_state *js = self(L);
+	struct job_state *js = job_self(L);
 	const char *key = lua_tostring(L, 2);
 	struct job *job;
 
@@ -496,34 +237,18 @@ static int l_msg_index(lua_State *L)
 }
 
 
-static void set_fn(lua_State *L, struct job_state *js, const char *name,
-		   lua_CFunction fn)
-{
-	lua_pushlightuserdata(L, js);
-	lua_pushcclosure(L, fn, 1);
-	lua_setfield(L, -2, name);
-}
-
-
 static int make_host(lua_State *L, struct job_state *js)
 {
-	luaL_newmetatable(L, "moonrabbit.pgresult");
-	lua_pushcfunction(L, pgres_gc);
-	lua_setfield(L, -2, "__gc");
-	lua_pop(L, 1);
-
 	lua_createtable(L, 0, 1);
-	set_fn(L, js, "__index", l_msg_index);
+	job_set_fn(L, js, "__index", l_msg_index);
 	js->ref_msg_mt = luaL_ref(L, LUA_REGISTRYINDEX);
 
 	lua_createtable(L, 0, 4);
-	lua_createtable(L, 0, 1);
-	set_fn(L, js, "query", l_db_query);
-	set_fn(L, js, "exec", l_db_exec);
+	job_db_install(L, js);
 	lua_setfield(L, -2, "db");
-	set_fn(L, js, "log", l_log);
-	set_fn(L, js, "now", l_now);
-	set_fn(L, js, "json_encode", l_json_encode);
+	job_set_fn(L, js, "log", l_log);
+	job_set_fn(L, js, "now", l_now);
+	job_set_fn(L, js, "json_encode", l_json_encode);
 	return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
@@ -659,45 +384,10 @@ void job_state_free(struct job_state *js)
 		return;
 	if (js->watched)
 		watchdog_remove(&js->watch);
-	forget_cancel(js);
+	job_db_forget_cancel(js);
 	if (js->L)
 		lua_close(js->L);
 	free(js);
-}
-
-
-/* Gives the job's connection back and says what cleaning it took. A
- * transaction the job left open or failed means its work was never
- * committed, so a job that claimed success fails instead: acking it
- * would lose it. */
-static void release_conn(struct job_state *js, struct job *job)
-{
-	unsigned flags;
-
-	if (!js->conn)
-		return;
-	forget_cancel(js);
-	flags = db_pool_release(js->env.db, js->conn);
-	js->conn = NULL;
-	if (flags & (DB_RELEASE_ROLLBACK_INTRANS | DB_RELEASE_ROLLBACK_INERROR))
-		LOG(LOG_WARN, "db_rollback_on_release",
-		    LF_S("message_id", job->message_id),
-		    LF_B("left_open", flags & DB_RELEASE_ROLLBACK_INTRANS),
-		    LF_B("failed", flags & DB_RELEASE_ROLLBACK_INERROR));
-	if (flags & DB_RELEASE_RESET)
-		LOG(LOG_WARN, "db_connection_reset",
-		    LF_S("message_id", job->message_id),
-		    LF_B("cancelled", flags & DB_RELEASE_CANCELLED),
-		    LF_B("ok", !(flags & DB_RELEASE_RESET_FAILED)));
-	if ((flags &
-	     (DB_RELEASE_ROLLBACK_INTRANS | DB_RELEASE_ROLLBACK_INERROR)) &&
-	    job->outcome == OUTCOME_OK) {
-		job->outcome = OUTCOME_JOB_ERROR;
-		snprintf(job->reason, sizeof job->reason,
-			 "job returned with its transaction %s; rolled back",
-			 flags & DB_RELEASE_ROLLBACK_INTRANS ? "open"
-							     : "failed");
-	}
 }
 
 
@@ -766,7 +456,7 @@ static void call_handle(struct job_state *js, struct job *job)
 	lua_rawgeti(L, LUA_REGISTRYINDEX, js->ref_handle);
 	lua_pushvalue(L, -3);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, js->ref_host);
-	running_state = js;
+	job_running = js;
 	js->overran = 0;
 	js->in_call = 1;
 	watchdog_arm(&js->watch,
@@ -974,7 +664,7 @@ void job_state_recover(struct job_state *js)
 
 void job_state_after(struct job_state *js, struct job *job)
 {
-	release_conn(js, job);
+	job_db_release(js, job);
 	job_state_recover(js);
 	trim_after_large(js, job->body_len);
 }
@@ -992,182 +682,6 @@ void job_state_run(struct job_state *js, struct job *job)
 int job_state_batchable(const struct job_state *js)
 {
 	return js->batchable && js->env.db;
-}
-
-
-void job_state_defer(struct job_state *js, const char *sql)
-{
-	if (js->ndeferred < JOB_DEFERRED_MAX)
-		js->deferred[js->ndeferred++] = sql;
-}
-
-
-int job_state_deferred(const struct job_state *js)
-{
-	return js->ndeferred;
-}
-
-
-void job_state_undefer(struct job_state *js)
-{
-	if (js->ndeferred > 0)
-		js->ndeferred--;
-}
-
-
-int job_state_exec(struct job_state *js, const char *sql, char *err,
-		   size_t errlen)
-{
-	PGresult *r;
-	int ok;
-
-	if (!js->conn && db_pool_acquire(js->env.db, js->env.db_wait_ms,
-					 &js->conn, err, errlen) < 0) {
-		js->conn = NULL;
-		return -EIO;
-	}
-	r = PQexec(js->conn, sql);
-	ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-	if (!ok)
-		snprintf(err, errlen, "%s: %.*s", sql,
-			 (int)strcspn(PQerrorMessage(js->conn), "\n"),
-			 PQerrorMessage(js->conn));
-	PQclear(r);
-	return ok ? 0 : -EIO;
-}
-
-
-int job_state_in_transaction(const struct job_state *js)
-{
-	PGTransactionStatusType t =
-		js->conn ? PQtransactionStatus(js->conn) : PQTRANS_IDLE;
-
-	if (t == PQTRANS_INTRANS)
-		return 1;
-	return t == PQTRANS_IDLE ? 0 : -1;
-}
-
-
-void job_state_pipe(struct job_state *js, int on)
-{
-	db_pipe_reset(&js->pipe);
-	js->async_ok = on;
-}
-
-
-int job_state_pipe_failed(const struct job_state *js, char *err, size_t errlen)
-{
-	if (js->pipe.failed)
-		snprintf(err, errlen, "%s", js->pipe.error);
-	return js->pipe.failed;
-}
-
-
-int job_state_pipe_pending(const struct job_state *js)
-{
-	return js->pipe.queued;
-}
-
-
-/* Reads the results of the statements host.db.exec sent ahead, which may
- * still be running at the server after their jobs returned: they get a
- * time budget of their own, or a pg_sleep() sent ahead would hold the
- * worker for as long as it likes. A cancelled statement fails the
- * transaction, so the batch runs again job by job, where each has the
- * budget to itself. */
-static PGresult *sync_in_budget(struct job_state *js)
-{
-	PGresult *r;
-
-	if (!js->cancel)
-		js->cancel = PQgetCancel(js->conn);
-	running_state = js;
-	js->overran = 0;
-	js->in_sync = 1;
-	watchdog_arm(&js->watch,
-		     watchdog_now_ms() +
-			     (long long)js->env.limits.job_timeout_ms);
-	r = db_pipe_sync(&js->pipe, js->conn);
-	watchdog_disarm(&js->watch);
-	js->in_sync = 0;
-	return r;
-}
-
-
-/* Queues sql behind what is in the pipe, or runs it when nothing is. */
-static int control(struct job_state *js, const char *sql, PGresult **r)
-{
-	*r = NULL;
-	if (!js->pipe.queued)
-		return 0;
-	if (db_pipe_queue(&js->pipe, js->conn, -1, NULL, 0, sql, 0, NULL) < 0)
-		return -EIO;
-	return 1;
-}
-
-
-int job_state_rollback_job(struct job_state *js, const char *sql, char *err,
-			   size_t errlen)
-{
-	PGresult *r;
-	int queued = control(js, sql, &r);
-
-	if (queued < 0) {
-		snprintf(err, errlen, "%s: connection lost", sql);
-		return -EIO;
-	}
-	return queued ? 0 : job_state_exec(js, sql, err, errlen);
-}
-
-
-int job_state_commit(struct job_state *js, char *err, size_t errlen)
-{
-	PGresult *r = NULL;
-	int ok;
-
-	if (!js->conn) {
-		snprintf(err, errlen, "COMMIT: no connection");
-		return -EIO;
-	}
-	if (js->pipe.queued) {
-		if (control(js, "COMMIT", &r) > 0)
-			r = sync_in_budget(js);
-	} else {
-		r = PQexec(js->conn, "COMMIT");
-	}
-	ok = PQresultStatus(r) == PGRES_COMMAND_OK && !js->pipe.failed &&
-	     !strcmp(PQcmdStatus(r), "COMMIT");
-	if (!ok) {
-		const char *why = js->pipe.failed ? js->pipe.error
-						  : PQerrorMessage(js->conn);
-
-		if (!*why)
-			why = "the server rolled the transaction back";
-		if (js->overran)
-			why = "statements sent ahead outlived the time budget";
-		snprintf(err, errlen, "COMMIT: %.*s", (int)strcspn(why, "\n"),
-			 why);
-	}
-	PQclear(r);
-	return ok ? 0 : -EIO;
-}
-
-
-void job_state_release(struct job_state *js)
-{
-	PGresult *r;
-
-	/* Whatever is still queued is read and dropped; the pool then rolls
-	 * back the transaction it belonged to. */
-	if (js->conn && js->pipe.queued) {
-		r = sync_in_budget(js);
-		PQclear(r);
-	}
-	js->async_ok = 0;
-	forget_cancel(js);
-	if (js->conn)
-		db_pool_release(js->env.db, js->conn);
-	js->conn = NULL;
 }
 
 
@@ -1193,7 +707,7 @@ int job_state_init(struct job_state *js, char *err, size_t errlen)
 	if (js->conn) {
 		struct job none = { .message_id = "init" };
 
-		release_conn(js, &none);
+		job_db_release(js, &none);
 	}
 	return rc;
 }
