@@ -37,6 +37,7 @@
  * broker whether the queue is empty. */
 #define DRAIN_QUIET_S 0.3
 #define GAUGE_EVERY_S 0.05
+#define ACK_EVERY_S   0.01
 /* Deliveries read before the pool gets them, when more are buffered, and
  * their bytes: large bodies gain nothing from waiting for company, and
  * must not pile up in the loop's hands. */
@@ -68,7 +69,9 @@ struct consumer {
 	int stopping;
 	int paused;
 	int prefetch;
-	int db_open; /* pool connections at the last turn */
+	int unacked;	 /* settled since the last flush of acks */
+	double acked_at; /* when acks last went out */
+	int db_open;	 /* pool connections at the last turn */
 	char *err;
 	size_t errlen;
 };
@@ -248,6 +251,26 @@ static int flush_acks(struct consumer *c)
 }
 
 
+/* Acks go out for a quarter of the prefetch window at a time, when
+ * nothing is left in flight, or ACK_EVERY_S after the last ones: the
+ * broker retires acked messages in the batches it is given, and on 1 MiB
+ * persistent bodies an ack per message or two cost it (and so the drain)
+ * more than a few milliseconds of delay on the ack. */
+static int maybe_flush_acks(struct consumer *c)
+{
+	double now = now_s();
+
+	if (!c->unacked)
+		return 0;
+	if (c->unacked < (c->prefetch > 4 ? c->prefetch / 4 : 1) &&
+	    now < c->acked_at + ACK_EVERY_S && pool_in_flight(c->o->pool))
+		return 0;
+	c->unacked = 0;
+	c->acked_at = now;
+	return flush_acks(c);
+}
+
+
 static int settle_list(struct consumer *c, struct job *list)
 {
 	int rc = 0;
@@ -257,10 +280,11 @@ static int settle_list(struct consumer *c, struct job *list)
 
 		if (rc == 0)
 			rc = settle(c, list);
+		c->unacked++;
 		job_free(list);
 		list = next;
 	}
-	return rc < 0 ? rc : flush_acks(c);
+	return rc < 0 ? rc : maybe_flush_acks(c);
 }
 
 
@@ -852,8 +876,7 @@ static int turn(struct consumer *c)
 }
 
 
-/* Returns 1 when the loop should end, 0 to go on, or a negative code. */
-static int should_end(struct consumer *c)
+static int should_end_now(struct consumer *c)
 {
 	int rc = govern(c, 0);
 
@@ -880,6 +903,20 @@ static int should_end(struct consumer *c)
 		return 0;
 	}
 	return c->o->drain && drained(c);
+}
+
+
+/* Returns 1 when the loop should end, 0 to go on, or a negative code.
+ * Acks held back for a batch go out before the loop ends. */
+static int should_end(struct consumer *c)
+{
+	int rc = should_end_now(c);
+
+	if (rc == 1 && c->unacked) {
+		c->unacked = 0;
+		return flush_acks(c) < 0 ? -EIO : 1;
+	}
+	return rc;
 }
 
 
