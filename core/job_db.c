@@ -57,6 +57,34 @@ static PGconn *job_conn(lua_State *L, struct job_state *js)
 
 /* Turns the query arguments at 2.. into libpq text parameters; numbers
  * are converted on the stack so their strings live until the call. */
+/* lua-cjson decodes every JSON number as a float, so a message's 3
+ * arrives as 3.0, whose text an integer column refuses (22P02). A float
+ * with no fraction that an integer holds exactly is sent as that integer;
+ * other floats with all 17 significant digits, which PostgreSQL reads
+ * back to the same double. */
+static void push_number_text(lua_State *L, int idx)
+{
+	lua_Integer n;
+	lua_Number d;
+
+	if (lua_isinteger(L, idx)) {
+		lua_pushfstring(L, "%I", (LUAI_UACINT)lua_tointeger(L, idx));
+		return;
+	}
+	d = lua_tonumber(L, idx);
+	if (lua_numbertointeger(d, &n) && (lua_Number)n == d) {
+		lua_pushfstring(L, "%I", (LUAI_UACINT)n);
+		return;
+	}
+	{
+		char buf[32];
+
+		snprintf(buf, sizeof buf, "%.17g", (double)d);
+		lua_pushstring(L, buf);
+	}
+}
+
+
 static int query_params(lua_State *L, const char **values)
 {
 	int n = lua_gettop(L) - 1;
@@ -74,6 +102,10 @@ static int query_params(lua_State *L, const char **values)
 			values[i] = lua_toboolean(L, idx) ? "true" : "false";
 			break;
 		case LUA_TNUMBER:
+			push_number_text(L, idx);
+			lua_replace(L, idx);
+			values[i] = lua_tostring(L, idx);
+			break;
 		case LUA_TSTRING:
 			values[i] = luaL_tolstring(L, idx, NULL);
 			lua_replace(L, idx);

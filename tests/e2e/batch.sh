@@ -88,6 +88,22 @@ check_true "a batch found the duplicate at its end" \
 check "the duplicates and the raise are dead-lettered" \
   "line-23 line-40 line-61" "$(dlq_ids | xargs)"
 
+# Numbers from JSON: whole ones go to a bigint column as integers (lua-cjson
+# makes every number a float), fractions keep all their digits.
+cat >"$WORK/msgs.jsonl" <<'JSON'
+{"id":"n1","via":"nums","n":3,"x":2.5}
+{"id":"n2","via":"nums","n":-9007199254740991,"x":0.1}
+{"id":"n3","via":"nums","n":1e3,"x":1e-300}
+JSON
+"$MRCTL" publish-jsonl "$WORK/msgs.jsonl" >/dev/null
+rc=$(run_worker "$WORK/run-nums.log")
+check "numbers run exits 0 with all stored" "0 3" \
+  "$rc $(summary "$WORK/run-nums.log" ok)"
+check "whole numbers arrive as integers" "3 -9007199254740991 1000" \
+  "$(sql "SELECT string_agg(n::text, ' ' ORDER BY id) FROM nums")"
+check "fractions arrive exactly" "t" \
+  "$(sql "SELECT bool_and(x IN (2.5, 0.1, 1e-300)) FROM nums")"
+
 # A transaction that cannot commit: y5 and y6 share a k that is checked
 # only at COMMIT, so their batch fails there; every job of it then runs
 # on its own, and only y6, the second of the pair, fails.

@@ -7,11 +7,20 @@ local function init(host)
   -- a k make the whole transaction fail there.
   host.db.query([[CREATE TABLE IF NOT EXISTS b (id text PRIMARY KEY,
     k text UNIQUE DEFERRABLE INITIALLY DEFERRED)]])
+  host.db.query([[CREATE TABLE IF NOT EXISTS nums (id text PRIMARY KEY,
+    n bigint, x double precision)]])
 end
 
 
 local function handle(msg, host)
   local body = msg.body
+  if body.via == "nums" then
+    -- JSON numbers arrive as floats; whole ones must reach an integer
+    -- column as integers.
+    host.db.query("INSERT INTO nums (id, n, x) VALUES ($1, $2, $3)",
+      body.id, body.n, body.x)
+    return true
+  end
   if body.via == "exec" then
     -- Sent ahead inside a batch: a duplicate's failure is known only at
     -- the batch's end, and must still land on this job alone.
