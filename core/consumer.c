@@ -1019,7 +1019,9 @@ static int reconnect(struct consumer *c)
 			return 0;
 		}
 		LOG(LOG_WARN, "broker_connect_failed", LF_S("reason", c->err),
-		    LF_I("attempt", attempt), LF_D("retry_in_s", delay));
+		    LF_I("attempt", attempt), LF_D("retry_in_s", delay),
+		    LF_S("fix", "check AMQP_URL and that the broker is "
+				"running"));
 		if (c->o->drain && now_s() - started > RECONNECT_GIVE_UP_S)
 			return -EIO;
 		backoff_sleep(c, delay * (0.8 + 0.4 * drand48()));

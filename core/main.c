@@ -542,7 +542,14 @@ static int open_db(struct app *app)
 		return -EIO;
 	}
 	LOG(LOG_ERROR, "db_connect_failed", LF_S("database", masked),
-	    LF_S("reason", err));
+	    LF_S("reason", err),
+	    LF_S("fix", "check DATABASE_URL (host, port, database, user and "
+			"password) and that the server is running"));
+	fprintf(stderr,
+		"moonrabbit: cannot connect to DATABASE_URL (%s): %s; check "
+		"its host, port, database, user and password and that the "
+		"server is running\n",
+		masked, err);
 	return -EIO;
 }
 

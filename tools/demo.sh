@@ -29,7 +29,11 @@ export AMQP_URL DATABASE_URL
 echo "publishing $(grep -c . "$CORPUS") messages from $CORPUS to $AMQP_QUEUE"
 "$mrctl" publish-jsonl "$CORPUS"
 
-log=${MOONRABBIT_VAR:-$REPO/var}/demo.log
+var=${MOONRABBIT_VAR:-$REPO/var}
+log=$var/demo.log
+# The demo's ledger stays with its services, and it needs no metrics
+# port (a worker already running here may hold 9464).
+export STATE_DIR=${STATE_DIR:-$var/state} METRICS_ADDR=${METRICS_ADDR:-off}
 echo "running moonrabbit --drain (log: $log)"
 rc=0
 build/moonrabbit --drain >"$log" || rc=$?
@@ -51,5 +55,9 @@ for reason in size_limit invalid_json field_size_limit invalid_message \
   printf '  %-18s %s\n' "$reason" "$(field "$reason")"
 done
 echo
-echo "Services keep running: psql \"$DATABASE_URL\"; tools/services.sh stop"
+stop="tools/services.sh stop"
+[ -z "${MOONRABBIT_PORT_OFFSET:-}" ] ||
+  stop="MOONRABBIT_PORT_OFFSET=$MOONRABBIT_PORT_OFFSET $stop"
+[ -z "${MOONRABBIT_VAR:-}" ] || stop="MOONRABBIT_VAR=$MOONRABBIT_VAR $stop"
+echo "Services keep running: psql \"$DATABASE_URL\"; $stop"
 exit "$rc"

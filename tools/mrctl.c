@@ -960,7 +960,8 @@ static void usage(void)
 	fputs("usage: mrctl COMMAND ARGS...\n", stderr);
 	for (i = 0; i < N_COMMANDS; i++)
 		fprintf(stderr, "  mrctl %s\n", commands[i].usage);
-	fputs("env: AMQP_URL (default " MRCTL_DEFAULT_URL "),\n"
+	fputs("env: AMQP_URL (default " MRCTL_DEFAULT_URL
+	      ", port moved by MOONRABBIT_PORT_OFFSET),\n"
 	      "     AMQP_QUEUE (default " MRCTL_DEFAULT_QUEUE ")\n",
 	      stderr);
 }
@@ -1033,10 +1034,27 @@ static const char *env_or(const char *name, const char *def)
 }
 
 
+/* The private broker of tools/services.sh, moved by the same
+ * MOONRABBIT_PORT_OFFSET, so mrctl beside a second pair of services
+ * talks to that pair and not to the first. */
+static const char *default_url(void)
+{
+	static char url[96];
+	const char *off = getenv("MOONRABBIT_PORT_OFFSET");
+	long n = off && *off ? strtol(off, NULL, 10) : 0;
+
+	if (n <= 0 || n > 8000)
+		return MRCTL_DEFAULT_URL;
+	snprintf(url, sizeof url, "amqp://guest:guest@127.0.0.1:%ld/%%2f",
+		 56720 + n);
+	return url;
+}
+
+
 int main(int argc, char **argv)
 {
 	struct opts o = {
-		.url = env_or("AMQP_URL", MRCTL_DEFAULT_URL),
+		.url = env_or("AMQP_URL", default_url()),
 		.queue = env_or("AMQP_QUEUE", MRCTL_DEFAULT_QUEUE),
 		.limit = MRCTL_UNLIMITED,
 		.copies = 1,

@@ -21,6 +21,9 @@ export POLICY_DIR=$REPO/policies
 export JOB_SCRIPT=$REPO/scripts/analyze_conversation.lua
 # Tests may run side by side; a test that wants metrics picks a port.
 export METRICS_ADDR=${METRICS_ADDR:-off}
+# The crash ledger of each test stays in its own folder, not in the
+# shared /var/tmp/moonrabbit.
+export STATE_DIR=${STATE_DIR:-$WORK/state}
 TEST_DB="mr_${TEST_NAME//-/_}_$$"
 export DATABASE_URL_ADMIN=$DATABASE_URL
 export DATABASE_URL="${DATABASE_URL%/*}/$TEST_DB"
