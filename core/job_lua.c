@@ -144,6 +144,18 @@ static int panic(lua_State *L)
  * error while building the rows cannot leak it. */
 
 
+static int reserved_log_key(const char *key)
+{
+	static const char *const keys[] = { "time", "level", "event",
+					    "message_id" };
+
+	for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+		if (!strcmp(key, keys[i]))
+			return 1;
+	return 0;
+}
+
+
 static int l_log(lua_State *L)
 {
 	static const char *const levels[] = { "error", "warn", "info", "debug",
@@ -163,6 +175,14 @@ static int l_log(lua_State *L)
 		while (n < LOG_FIELDS_MAX && lua_next(L, 3)) {
 			if (lua_type(L, -2) == LUA_TSTRING) {
 				f[n].key = lua_tostring(L, -2);
+				/* The line's own keys stay the host's: a
+				 * reader that keeps the last of two equal
+				 * keys would otherwise read the job's. */
+				if (reserved_log_key(f[n].key)) {
+					f[n].key = lua_pushfstring(L, "job_%s",
+								   f[n].key);
+					lua_insert(L, 4);
+				}
 				f[n].type = LOG_T_STR;
 				f[n].v.s = luaL_tolstring(L, -1, NULL);
 				/* The copy stays on the stack until we

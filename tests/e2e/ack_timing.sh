@@ -21,6 +21,9 @@ check_true "the six quick jobs run beside the slow one" wait_for 4 \
   [ "$(done_count)" -ge 6 ]
 sleep 0.5
 check "the slow job is still running" 6 "$(done_count)"
+check "a job's field named level is renamed, the line's level kept" 6 \
+  "$(grep '"event":"job_done"' "$WORK/run.log" |
+     grep '^{"time":"[^"]*","level":"info"' | grep -c '"job_level":"mine"')"
 sleep 0.2
 kill -KILL "$worker"
 wait "$worker" 2>/dev/null || true
