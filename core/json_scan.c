@@ -106,6 +106,41 @@ static uint64_t has_zero(uint64_t x)
 }
 
 
+#if defined(__x86_64__) && defined(__GNUC__)
+/* 32 bytes per step where the CPU has AVX2 (checked once at run time;
+ * the build itself targets plain x86-64). A 1 MiB body is one long
+ * string, and this loop is most of the gate's time on it. */
+__attribute__((target("avx2"))) static const char *
+skip_plain_avx2(const char *p, const char *end)
+{
+	typedef unsigned char v32 __attribute__((vector_size(32)));
+
+	while (end - p >= 32) {
+		v32 x, hit;
+		uint64_t q[4];
+
+		memcpy(&x, p, 32);
+		hit = (v32)((x == '"') | (x == '\\') | (x < 0x20));
+		memcpy(q, &hit, 32);
+		if (q[0] | q[1] | q[2] | q[3])
+			break;
+		p += 32;
+	}
+	return p;
+}
+
+
+static int have_avx2(void)
+{
+	static int known = -1;
+
+	if (known < 0)
+		known = __builtin_cpu_supports("avx2") ? 1 : 0;
+	return known;
+}
+#endif
+
+
 /* Advances s->p over string bytes that need no attention: not a quote,
  * not a backslash, not a control byte. A byte loop dominated the profile
  * of 1 KiB messages, so plain runs are skipped in blocks. */
@@ -116,6 +151,10 @@ static void skip_plain(struct scan *s)
 	 * reads, and it must cost well under a copy of it. */
 	typedef unsigned char v16 __attribute__((vector_size(16)));
 
+#if defined(__x86_64__) && defined(__GNUC__)
+	if (have_avx2())
+		s->p = skip_plain_avx2(s->p, s->end);
+#endif
 	while (s->end - s->p >= 16) {
 		v16 x, hit;
 		uint64_t half[2];

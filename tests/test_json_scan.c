@@ -143,16 +143,17 @@ static void test_depth(void)
 }
 
 
-/* The string scanner skips eight bytes at a time; an escape, a quote
- * or a control byte must be found at every offset within those eight. */
+/* The string scanner skips 32, 16 or 8 bytes at a time; an escape, a
+ * quote or a control byte must be found at every offset within those
+ * blocks and in the bytes after the last whole one. */
 static void test_every_offset(void)
 {
-	char body[128];
+	char body[256];
 	static const char head[] = "{\"conversation_log\":\"";
 
-	for (int len = 0; len < 40; len++) {
+	for (int len = 0; len < 100; len++) {
 		for (int at = 0; at < len; at++) {
-			char text[64];
+			char text[128];
 
 			memset(text, 'a', (size_t)len);
 			text[len] = '\0';
