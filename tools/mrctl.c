@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MRCTL_DEFAULT_URL   "amqp://guest:guest@127.0.0.1:56720/%2f"
+#define MRCTL_DEFAULT_URL   "amqp://guest:guest@127.0.0.1:21720/%2f"
 #define MRCTL_DEFAULT_QUEUE "jobs"
 /* Matches max_message_size in the broker that tools/services.sh starts. */
 #define MRCTL_BODY_MAX ((size_t)128 << 20)
@@ -1046,7 +1046,7 @@ static const char *default_url(void)
 	if (n <= 0 || n > 8000)
 		return MRCTL_DEFAULT_URL;
 	snprintf(url, sizeof url, "amqp://guest:guest@127.0.0.1:%ld/%%2f",
-		 56720 + n);
+		 21720 + n);
 	return url;
 }
 

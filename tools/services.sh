@@ -20,16 +20,19 @@ VAR=${MOONRABBIT_VAR:-$REPO/var}
 START_TIMEOUT=${MOONRABBIT_START_TIMEOUT:-120}
 
 # Ports sit far from the defaults (5672, 4369, 25672, 5432) so a system
-# broker or cluster on the same machine never collides with these.
-# MOONRABBIT_PORT_OFFSET moves every port at once, so a test can run a
-# second pair of services (which it may stop and start) beside the first.
+# broker or cluster on the same machine never collides with these, and
+# below Linux's ephemeral range (32768 and up): a port in that range can
+# be held at any moment by some program's outgoing connection, and the
+# server then fails to bind it. MOONRABBIT_PORT_OFFSET moves every port at
+# once, so a test can run a second pair of services (which it may stop
+# and start) beside the first.
 OFFSET=${MOONRABBIT_PORT_OFFSET:-0}
-AMQP_PORT=$((56720 + OFFSET))
-DIST_PORT=$((56730 + OFFSET))
-CTL_DIST_MIN=$((56731 + OFFSET))
-CTL_DIST_MAX=$((56739 + OFFSET))
-EPMD_PORT=$((43690 + OFFSET))
-PG_PORT=$((55432 + OFFSET))
+AMQP_PORT=$((21720 + OFFSET))
+DIST_PORT=$((21730 + OFFSET))
+CTL_DIST_MIN=$((21731 + OFFSET))
+CTL_DIST_MAX=$((21739 + OFFSET))
+EPMD_PORT=$((21690 + OFFSET))
+PG_PORT=$((21432 + OFFSET))
 NODE=moonrabbit@localhost
 [ "$OFFSET" = 0 ] || NODE=moonrabbit$OFFSET@localhost
 

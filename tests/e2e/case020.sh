@@ -65,20 +65,6 @@ check "A: the password is not logged" 0 "$(grep -c "$PW" "$log" || true)"
 # B: room made while it runs. A short pool grows once jobs wait for a
 # connection, and /metrics shows how many it holds.
 
-# A port nothing listens on, below the ephemeral range (32768 and up on
-# Linux) so that no outgoing connection of a test running beside this one
-# holds it either.
-free_port() {
-  local p
-  for _ in $(seq 1 50); do
-    p=$((20000 + RANDOM % 12000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      echo "$p"
-      return 0
-    fi
-  done
-  return 1
-}
 open_now() {
   curl -sf --max-time 5 "http://127.0.0.1:$port/metrics" |
     awk '$1 == "moonrabbit_db_connections_open" { print $2 }'

@@ -107,9 +107,9 @@ account "SIGKILL"
 # loopback relay is frozen with SIGSTOP: the connection stays open and
 # silent. Heartbeats (5 s) must notice within 2 x 5 s + 5 s.
 fresh
-relay_port=$((56720 + 100 + 50))
+relay_port=$((21720 + 100 + 50))
 socat "TCP-LISTEN:$relay_port,bind=127.0.0.1,reuseaddr,fork" \
-  "TCP:127.0.0.1:$((56720 + 100))" &
+  "TCP:127.0.0.1:$((21720 + 100))" &
 relay=$!
 sleep 0.5
 AMQP_URL="amqp://guest:guest@127.0.0.1:$relay_port/%2f" \

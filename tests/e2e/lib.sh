@@ -107,6 +107,22 @@ publish_logs() {
 }
 
 
+# A port nothing listens on, below the ephemeral range (32768 and up on
+# Linux) so that no outgoing connection of a test running beside this one
+# holds it either, and above the services' ports (tools/services.sh).
+free_port() {
+  local p
+  for _ in $(seq 1 50); do
+    p=$((23000 + RANDOM % 9000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      echo "$p"
+      return 0
+    fi
+  done
+  return 1
+}
+
+
 # policy_copy DIR 'sed expression' ...: a copy of policies/ with edits, the
 # way an operator changes a limit.
 policy_copy() {

@@ -10,21 +10,6 @@ N=1000
 CONCURRENCY=4
 export WORKER_CONCURRENCY_PER_WORKER=$CONCURRENCY
 
-# A port nothing listens on now. Another process could take it before the
-# worker binds; the worker then fails with "Address already in use", which
-# this test reports rather than hides.
-free_port() {
-  local p i
-  for i in $(seq 1 50); do
-    p=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      echo "$p"
-      return 0
-    fi
-  done
-  return 1
-}
-
 
 # status PATH: the HTTP status of GET PATH (000 when nothing answers); the
 # body lands in $WORK/body.
