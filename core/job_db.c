@@ -366,12 +366,8 @@ static PGresult *sync_in_budget(struct job_state *js)
 
 	if (!js->cancel)
 		js->cancel = PQgetCancel(js->conn);
-	job_running = js;
-	js->overran = 0;
 	js->in_sync = 1;
-	watchdog_arm(&js->watch,
-		     watchdog_now_ms() +
-			     (long long)js->env.limits.job_timeout_ms);
+	job_budget_start(js);
 	r = db_pipe_sync(&js->pipe, js->conn);
 	watchdog_disarm(&js->watch);
 	js->in_sync = 0;

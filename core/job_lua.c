@@ -476,12 +476,8 @@ static void call_handle(struct job_state *js, struct job *job)
 	lua_rawgeti(L, LUA_REGISTRYINDEX, js->ref_handle);
 	lua_pushvalue(L, -3);
 	lua_rawgeti(L, LUA_REGISTRYINDEX, js->ref_host);
-	job_running = js;
-	js->overran = 0;
 	js->in_call = 1;
-	watchdog_arm(&js->watch,
-		     watchdog_now_ms() +
-			     (long long)js->env.limits.job_timeout_ms);
+	job_budget_start(js);
 	rc = lua_pcall(L, 2, 2, -4);
 	watchdog_disarm(&js->watch);
 	js->in_call = 0;

@@ -78,6 +78,17 @@ static inline void job_set_fn(lua_State *L, struct job_state *js,
 	lua_setfield(L, -2, name);
 }
 
+/* Starts the job's time budget on this thread: the watchdog signals
+ * this thread once it runs out, and the handler finds js here. */
+static inline void job_budget_start(struct job_state *js)
+{
+	job_running = js;
+	js->overran = 0;
+	watchdog_arm(&js->watch,
+		     watchdog_now_ms() +
+			     (long long)js->env.limits.job_timeout_ms);
+}
+
 /* Pushes the host.db table (query, exec) for js. */
 void job_db_install(lua_State *L, struct job_state *js);
 
