@@ -11,6 +11,7 @@ done_count() { grep -c '"event":"job_done"' "$WORK/run.log" || true; }
 
 "$MOONRABBIT" >"$WORK/run.log" 2>&1 &
 worker=$!
+HELPER_PIDS+=("$worker") # ended by cleanup if a check aborts the test
 publish_op slow slow
 # The quick ones come once the slow one holds its thread, so they are
 # not taken in the same share of the queue behind it.

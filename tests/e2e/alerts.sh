@@ -53,6 +53,7 @@ start_worker() {
   shift
   env "$@" "$MOONRABBIT" >"$log" 2>&1 &
   WPID=$!
+  HELPER_PIDS+=("$WPID") # ended by cleanup if a check aborts the test
 }
 
 # stop_worker: SIGTERM; sets rc to the exit code and ms to how long the
@@ -263,6 +264,7 @@ else
     WORKER_CONCURRENCY_PER_WORKER=2 "$MOONRABBIT" >"$log" 2>&1 &
 fi
 WPID=$!
+HELPER_PIDS+=("$WPID")
 await 10 sampled "$log" ok 1
 use_percent 72  # a warning; intake goes on
 await 10 at_least "$log" '"event":"alert"' 1

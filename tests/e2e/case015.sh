@@ -43,6 +43,7 @@ check "dead-lettered: dup, open and kill" "m1-dup m2-open m4-kill" \
 # job gets a fresh connection, and 100 more jobs leak no descriptor.
 "$MOONRABBIT" >"$WORK/bg.log" 2>&1 &
 worker=$!
+HELPER_PIDS+=("$worker") # ended by cleanup if a check aborts the test
 wait_reads() {
   for _ in $(seq 1 300); do
     [ "$(count_events "$WORK/bg.log" read_value)" -ge "$1" ] && return 0

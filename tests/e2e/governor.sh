@@ -30,6 +30,7 @@ done >"$WORK/msgs.jsonl"
 use_percent 85
 "$MOONRABBIT" --drain >"$WORK/pause.log" 2>&1 &
 worker=$!
+HELPER_PIDS+=("$worker") # ended by cleanup if a check aborts the test
 check_true "pressure pauses intake" wait_for 20 logged intake_paused "$WORK/pause.log"
 sleep 3
 check "the queue depth holds while paused" 200 "$(depth "$AMQP_QUEUE")"
@@ -57,6 +58,7 @@ done >"$WORK/msgs.jsonl"
 use_percent 10
 WORKER_CONCURRENCY_PER_WORKER=1 "$MOONRABBIT" >"$WORK/recycle.log" 2>&1 &
 worker=$!
+HELPER_PIDS+=("$worker") # ended by cleanup if a check aborts the test
 some_stored() { [ "$(sql "SELECT count(*) FROM conversation_stats")" -gt 0 ]; }
 wait_for 20 some_stored || true
 use_percent 99

@@ -35,9 +35,12 @@ HELPER_PIDS=()
 
 
 cleanup() {
-  local pid
+  local pid running
+  # Only what is still a running job of this shell: an id that has
+  # exited may by now name somebody else's process.
+  running=" $(jobs -pr | xargs) "
   for pid in "${HELPER_PIDS[@]}"; do
-    kill "$pid" 2>/dev/null || true
+    [[ "$running" == *" $pid "* ]] && kill "$pid" 2>/dev/null || true
   done
   "$MRCTL" delete "$AMQP_QUEUE" "$AMQP_QUEUE.dlq" >/dev/null 2>&1 || true
   psql "$DATABASE_URL_ADMIN" -qAtc "DROP DATABASE IF EXISTS $TEST_DB" \

@@ -56,6 +56,7 @@ BASE=http://127.0.0.1:$port
 
 "$MOONRABBIT" >"$WORK/run.log" 2>&1 &
 worker=$!
+HELPER_PIDS+=("$worker") # ended by cleanup if a check aborts the test
 trap 'kill "$worker" 2>/dev/null || true; cleanup' EXIT
 
 check_true "the endpoint answers" wait_for 30 answers

@@ -64,6 +64,7 @@ policy_copy "$POLICY_DIR" \
   's/^local QUARANTINE_AFTER_CRASHES = .*/local QUARANTINE_AFTER_CRASHES = 5/'
 "$MOONRABBIT" >"$WORK/live.log" 2>&1 &
 worker=$!
+HELPER_PIDS+=("$worker") # ended by cleanup if a check aborts the test
 check_true "the live worker starts" wait_for 20 grep -q '"event":"consuming"' \
   "$WORK/live.log"
 sed -i 's/^local QUARANTINE_AFTER_CRASHES = .*/local QUARANTINE_AFTER_CRASHES = 3/' \

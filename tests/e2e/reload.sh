@@ -12,6 +12,7 @@ at_least() { [ "$(events "$1")" -ge "$2" ]; }
 
 "$MOONRABBIT" >"$WORK/run.log" 2>&1 &
 worker=$!
+HELPER_PIDS+=("$worker") # ended by cleanup if a check aborts the test
 publish_logs before 10
 check_true "100 KB logs are stored under the shipped limits" wait_for 30 settled 10
 check "none refused" 0 "$(depth "$AMQP_QUEUE.dlq")"

@@ -51,6 +51,7 @@ got() {
 start_receiver hook
 ALERT_WEBHOOK_URL="http://127.0.0.1:$RPORT/hook" "$MOONRABBIT" >"$log" 2>&1 &
 worker=$!
+HELPER_PIDS+=("$worker") # ended by cleanup if a check aborts the test
 trap 'kill "$worker" 2>/dev/null || true; cleanup' EXIT
 
 
