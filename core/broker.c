@@ -8,8 +8,6 @@
 
 /* How long to wait for the TCP connection before naming the broker down. */
 #define BROKER_CONNECT_TIMEOUT_S 10
-/* Declares, qos and cancel answer in milliseconds; 30 s means gone. */
-#define BROKER_RPC_TIMEOUT_S 30
 
 
 void broker_names_for(const char *queue, struct broker_names *out)

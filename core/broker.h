@@ -11,8 +11,10 @@
  * Errors come back as negative codes with a text in err; nothing here logs.
  */
 
-#define BROKER_CHANNEL	1
-#define BROKER_NAME_MAX 256
+#define BROKER_CHANNEL 1
+/* Declares, qos and cancel answer in milliseconds; 30 s means gone. */
+#define BROKER_RPC_TIMEOUT_S 30
+#define BROKER_NAME_MAX	     256
 
 struct broker_names {
 	char queue[BROKER_NAME_MAX];

@@ -15,6 +15,7 @@
 #include "broker.h"
 #include "failure.h"
 #include "gate.h"
+#include "inbound.h"
 #include "job.h"
 #include "log.h"
 #include "metrics.h"
@@ -47,6 +48,7 @@
 struct consumer {
 	const struct consumer_opts *o;
 	amqp_connection_state_t conn;
+	struct inbound in; /* the socket's reading side while conn is open */
 	struct broker_names names;
 	amqp_bytes_t consumer_tag;
 	struct consumer_summary *sum;
@@ -77,6 +79,12 @@ struct consumer {
 };
 
 
+static int read_one(struct consumer *c);
+static void submit_pending(struct consumer *c);
+static int lend_socket(struct consumer *c);
+static int on_method(struct consumer *c, const amqp_frame_t *f);
+
+
 static double now_s(void)
 {
 	struct timespec ts;
@@ -97,10 +105,7 @@ static int status_error(struct consumer *c, int status, const char *what)
  * timeout, or -EIO with the reason in c->err. */
 static int wait_frame(struct consumer *c, amqp_frame_t *f, double timeout_s)
 {
-	struct timeval tv = { (time_t)timeout_s,
-			      (suseconds_t)((timeout_s - (time_t)timeout_s) *
-					    1e6) };
-	int rc = amqp_simple_wait_frame_noblock(c->conn, f, &tv);
+	int rc = inbound_frame(&c->in, f, timeout_s);
 
 	if (rc == AMQP_STATUS_TIMEOUT)
 		return -EAGAIN;
@@ -154,8 +159,12 @@ static int try_retry(struct consumer *c, struct job *job)
 				   .body_len = job->body_len,
 				   .attempts = job->attempts + 1,
 				   .delay_ms = d.delay_ms };
+	rc = lend_socket(c);
+	if (rc < 0)
+		return rc;
 	rc = broker_publish_retry(c->conn, &c->names, &r, &c->retry_ready,
 				  c->err, c->errlen);
+	inbound_reclaim(&c->in);
 	if (rc < 0)
 		return rc;
 	remember_retry_queue(c, d.delay_ms);
@@ -297,37 +306,20 @@ static void copy_bytes(char *dst, size_t cap, amqp_bytes_t b)
 }
 
 
-/* Reads body frames until size bytes have come; into dst when it is not
- * NULL, else into nothing, releasing each frame's buffer at once. */
+/* Reads a body of size bytes into dst, or past it when dst is NULL. */
 static int read_body(struct consumer *c, uint64_t size, char *dst)
 {
-	uint64_t got = 0;
-	amqp_frame_t f;
+	int rc = inbound_body(&c->in, dst, size, FRAME_WAIT_S);
 
-	while (got < size) {
-		int rc = wait_frame(c, &f, FRAME_WAIT_S);
-
-		if (rc == -EAGAIN)
-			return status_error(c, AMQP_STATUS_TIMEOUT,
-					    "failed to read a message body");
-		if (rc < 0)
-			return rc;
-		if (f.frame_type != AMQP_FRAME_BODY ||
-		    got + f.payload.body_fragment.len > size) {
-			snprintf(c->err, c->errlen,
-				 "failed to read a message "
-				 "body: unexpected frame type %u",
-				 f.frame_type);
-			return -EIO;
-		}
-		if (dst)
-			memcpy(dst + got, f.payload.body_fragment.bytes,
-			       f.payload.body_fragment.len);
-		got += f.payload.body_fragment.len;
-		if (!dst)
-			amqp_maybe_release_buffers_on_channel(c->conn,
-							      BROKER_CHANNEL);
+	if (rc == AMQP_STATUS_BAD_AMQP_DATA) {
+		snprintf(c->err, c->errlen,
+			 "failed to read a message body: a frame other than "
+			 "its body came");
+		return -EIO;
 	}
+	if (rc != AMQP_STATUS_OK)
+		return status_error(c, rc, "failed to read a message body");
+	c->last_activity = now_s();
 	return 0;
 }
 
@@ -477,32 +469,89 @@ static int next_frame(struct consumer *c, amqp_frame_t *f)
 		{ .fd = pool_event_fd(c->o->pool), .events = POLLIN },
 	};
 
-	if (!amqp_frames_enqueued(c->conn) && !amqp_data_in_buffer(c->conn)) {
+	if (!inbound_buffered(&c->in)) {
 		if (poll(pfd, 2, TICK_MS) < 0 && errno != EINTR) {
 			snprintf(c->err, c->errlen, "failed to poll: %s",
 				 strerror(errno));
 			return -EIO;
 		}
 	}
-	/* Called even when only the eventfd woke us: a zero wait still
-	 * lets rabbitmq-c send a heartbeat that has come due. */
 	return wait_frame(c, f, 0);
+}
+
+
+/* Before an RPC, whose reply rabbitmq-c reads from the socket: the
+ * frames already in the loop's buffer come first, so they are handled
+ * now, deliveries included. inbound_reclaim() follows the RPC. */
+static int lend_socket(struct consumer *c)
+{
+	inbound_lend(&c->in);
+	while (inbound_holding(&c->in)) {
+		int rc = read_one(c);
+
+		if (rc < 0)
+			return rc;
+	}
+	submit_pending(c);
+	return 0;
+}
+
+
+/* An RPC on the consuming channel whose reply the loop reads itself:
+ * had rabbitmq-c read it, deliveries streaming behind the reply would
+ * stay in rabbitmq-c's buffer, and its copies, for as long as they kept
+ * coming. Deliveries that arrive first are handled as usual. The reply
+ * lives in rabbitmq-c's channel pool until the next frame is read. */
+static int rpc(struct consumer *c, amqp_method_number_t id, void *req,
+	       amqp_method_number_t want, amqp_method_t *reply,
+	       const char *what)
+{
+	double deadline = now_s() + BROKER_RPC_TIMEOUT_S;
+	int rc = amqp_send_method(c->conn, BROKER_CHANNEL, id, req);
+
+	if (rc != AMQP_STATUS_OK)
+		return status_error(c, rc, what);
+	for (;;) {
+		amqp_frame_t f;
+
+		rc = wait_frame(c, &f, deadline - now_s());
+		if (rc == -EAGAIN || (rc == 0 && now_s() > deadline))
+			return status_error(c, AMQP_STATUS_TIMEOUT, what);
+		if (rc < 0)
+			return rc;
+		if (f.frame_type != AMQP_FRAME_METHOD) {
+			snprintf(c->err, c->errlen,
+				 "%s: unexpected frame type %u", what,
+				 f.frame_type);
+			return -EIO;
+		}
+		if (f.channel == BROKER_CHANNEL &&
+		    f.payload.method.id == want) {
+			*reply = f.payload.method;
+			submit_pending(c);
+			return 0;
+		}
+		rc = on_method(c, &f);
+		if (rc < 0)
+			return rc;
+	}
 }
 
 
 static int set_prefetch(struct consumer *c, int prefetch)
 {
-	amqp_rpc_reply_t r;
+	amqp_basic_qos_t req = { .prefetch_count = (uint16_t)prefetch };
+	amqp_method_t reply;
+	int rc;
 
 	if (!c->conn) {
 		c->prefetch = prefetch; /* applied at the next connection */
 		return 0;
 	}
-	amqp_basic_qos(c->conn, BROKER_CHANNEL, 0, (uint16_t)prefetch, 0);
-	r = amqp_get_rpc_reply(c->conn);
-	if (r.reply_type != AMQP_RESPONSE_NORMAL)
-		return broker_reply_error(r, "failed to set prefetch", c->err,
-					  c->errlen);
+	rc = rpc(c, AMQP_BASIC_QOS_METHOD, &req, AMQP_BASIC_QOS_OK_METHOD,
+		 &reply, "failed to set prefetch");
+	if (rc < 0)
+		return rc;
 	c->prefetch = prefetch;
 	metrics_set(c->o->metrics, MG_PREFETCH, prefetch);
 	return 0;
@@ -511,19 +560,22 @@ static int set_prefetch(struct consumer *c, int prefetch)
 
 static int start_consuming(struct consumer *c)
 {
+	amqp_basic_consume_t req = {
+		.queue = amqp_cstring_bytes(c->names.queue),
+		.arguments = amqp_empty_table,
+	};
 	amqp_basic_consume_ok_t *ok;
+	amqp_method_t reply;
+	int rc;
 
 	if (!c->conn)
 		return 0;
-	amqp_rpc_reply_t r;
-
-	ok = amqp_basic_consume(c->conn, BROKER_CHANNEL,
-				amqp_cstring_bytes(c->names.queue),
-				amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
-	r = amqp_get_rpc_reply(c->conn);
-	if (!ok || r.reply_type != AMQP_RESPONSE_NORMAL)
-		return broker_reply_error(r, "failed to start consuming",
-					  c->err, c->errlen);
+	rc = rpc(c, AMQP_BASIC_CONSUME_METHOD, &req,
+		 AMQP_BASIC_CONSUME_OK_METHOD, &reply,
+		 "failed to start consuming");
+	if (rc < 0)
+		return rc;
+	ok = reply.decoded;
 	c->consumer_tag = amqp_bytes_malloc_dup(ok->consumer_tag);
 	metrics_set(c->o->metrics, MG_CONSUMING, 1);
 	return 0;
@@ -534,7 +586,9 @@ static int start_consuming(struct consumer *c)
  * ours until settled. Heartbeats go on: the connection stays open. */
 static int stop_consuming(struct consumer *c)
 {
-	amqp_rpc_reply_t r;
+	amqp_basic_cancel_t req = { 0 };
+	amqp_method_t reply;
+	int rc;
 
 	if (!c->consumer_tag.bytes)
 		return 0;
@@ -544,13 +598,13 @@ static int stop_consuming(struct consumer *c)
 		c->consumer_tag = amqp_empty_bytes;
 		return 0;
 	}
-	amqp_basic_cancel(c->conn, BROKER_CHANNEL, c->consumer_tag);
+	req.consumer_tag = c->consumer_tag;
+	rc = rpc(c, AMQP_BASIC_CANCEL_METHOD, &req, AMQP_BASIC_CANCEL_OK_METHOD,
+		 &reply, "failed to cancel the consumer");
 	amqp_bytes_free(c->consumer_tag);
 	c->consumer_tag = amqp_empty_bytes;
-	r = amqp_get_rpc_reply(c->conn);
-	if (r.reply_type != AMQP_RESPONSE_NORMAL)
-		return broker_reply_error(r, "failed to cancel the consumer",
-					  c->err, c->errlen);
+	if (rc < 0)
+		return rc;
 	return 0;
 }
 
@@ -565,6 +619,10 @@ static int setup(struct consumer *c)
 			    c->err, c->errlen);
 	if (rc < 0)
 		return rc;
+	if (inbound_open(&c->in, c->conn) != AMQP_STATUS_OK) {
+		snprintf(c->err, c->errlen, "out of memory");
+		return -ENOMEM;
+	}
 	rc = broker_declare(c->conn, &c->names, c->err, c->errlen);
 	if (rc < 0)
 		return rc;
@@ -750,14 +808,17 @@ static int govern(struct consumer *c, int force)
 /* Messages ready in queue, by a passive declare; -1 if unknown. */
 static long ready_in(struct consumer *c, const char *queue)
 {
+	amqp_queue_declare_t req = { .queue = amqp_cstring_bytes(queue),
+				     .passive = 1,
+				     .arguments = amqp_empty_table };
 	amqp_queue_declare_ok_t *ok;
+	amqp_method_t reply;
 
-	ok = amqp_queue_declare(c->conn, BROKER_CHANNEL,
-				amqp_cstring_bytes(queue), 1, 0, 0, 0,
-				amqp_empty_table);
-	if (amqp_get_rpc_reply(c->conn).reply_type != AMQP_RESPONSE_NORMAL ||
-	    !ok)
+	if (rpc(c, AMQP_QUEUE_DECLARE_METHOD, &req,
+		AMQP_QUEUE_DECLARE_OK_METHOD, &reply,
+		"failed to ask for the queue's depth") < 0)
 		return -1;
+	ok = reply.decoded;
 	return (long)ok->message_count;
 }
 
@@ -829,7 +890,7 @@ static void publish_gauges(struct consumer *c)
 
 static int buffered(struct consumer *c)
 {
-	return amqp_frames_enqueued(c->conn) || amqp_data_in_buffer(c->conn);
+	return inbound_buffered(&c->in);
 }
 
 
@@ -855,23 +916,32 @@ static int read_one(struct consumer *c)
  * deliveries are already in rabbitmq-c's buffer they are read on and
  * handed to the pool together: waking a worker per message cost more
  * system time than the rest of a no-op job. */
+static void submit_pending(struct consumer *c)
+{
+	if (!c->npending)
+		return;
+	pool_submit(c->o->pool, c->pending, c->npending);
+	c->pending = c->pending_tail = NULL;
+	c->npending = 0;
+	c->pending_bytes = 0;
+}
+
+
 static int turn(struct consumer *c)
 {
 	int rc = settle_list(c, pool_collect(c->o->pool));
 
 	if (rc < 0)
 		return rc;
+	rc = inbound_tick(&c->in);
+	if (rc != AMQP_STATUS_OK)
+		return status_error(c, rc, "lost the broker");
 	publish_gauges(c);
 	do {
 		rc = read_one(c);
 	} while (rc == 0 && c->npending && c->npending < SUBMIT_MAX &&
 		 c->pending_bytes < SUBMIT_MAX_BYTES && buffered(c));
-	if (c->npending) {
-		pool_submit(c->o->pool, c->pending, c->npending);
-		c->pending = c->pending_tail = NULL;
-		c->npending = 0;
-		c->pending_bytes = 0;
-	}
+	submit_pending(c);
 	return rc;
 }
 
@@ -940,6 +1010,7 @@ static void session_drop(struct consumer *c)
 	if (c->conn)
 		amqp_destroy_connection(c->conn);
 	c->conn = NULL;
+	inbound_close(&c->in);
 	metrics_set(c->o->metrics, MG_CONNECTED, 0);
 	metrics_set(c->o->metrics, MG_CONSUMING, 0);
 	c->retry_ready = 0;
@@ -1078,7 +1149,10 @@ int consumer_run(const struct consumer_opts *opts, struct consumer_summary *sum,
 	/* Closing the connection hands every unacked delivery back to the
 	 * broker, which is what a job still running after the grace period
 	 * needs. */
+	if (c.conn)
+		inbound_settle(&c.in);
 	broker_close(c.conn);
+	inbound_close(&c.in);
 	metrics_set(opts->metrics, MG_CONNECTED, 0);
 	metrics_set(opts->metrics, MG_CONSUMING, 0);
 	amqp_bytes_free(c.consumer_tag);
