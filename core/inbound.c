@@ -110,11 +110,17 @@ static void got_bytes(struct inbound *in)
 }
 
 
-/* Waits until the socket is readable or timeout_s has passed. */
+/* Waits until the socket is readable or timeout_s has passed. A broker
+ * silent for two heartbeat intervals ends the wait sooner: a connection
+ * whose far end froze mid-frame must not hold the loop for timeout_s. */
 static int readable(struct inbound *in, double timeout_s)
 {
 	struct pollfd p = { .fd = in->fd, .events = POLLIN };
-	int ms = timeout_s > 0 ? (int)(timeout_s * 1000.0) + 1 : 0;
+	double silent = in->heartbeat > 0
+				? in->recv_at + 2.0 * in->heartbeat - now_s()
+				: timeout_s;
+	double wait = silent < timeout_s ? silent : timeout_s;
+	int ms = wait > 0 ? (int)(wait * 1000.0) + 1 : 0;
 	int rc;
 
 	do
@@ -122,7 +128,10 @@ static int readable(struct inbound *in, double timeout_s)
 	while (rc < 0 && errno == EINTR);
 	if (rc < 0)
 		return AMQP_STATUS_SOCKET_ERROR;
-	return rc ? AMQP_STATUS_OK : AMQP_STATUS_TIMEOUT;
+	if (rc)
+		return AMQP_STATUS_OK;
+	return silent < timeout_s ? AMQP_STATUS_HEARTBEAT_TIMEOUT
+				  : AMQP_STATUS_TIMEOUT;
 }
 
 
