@@ -18,7 +18,7 @@ set -euo pipefail
 # Counts per body size: large enough that the slowest program in a cell
 # runs for seconds, small enough that 1 MiB bodies stay in the broker's
 # RAM and the whole matrix fits well under an hour on two cores.
-NOOP_COUNTS="1K=20000,64K=4000,1M=500,corpus=20000"
+NOOP_COUNTS="1K=20000,64K=4000,1M=2000,corpus=20000"
 PG_COUNTS="1K=3000,64K=1000,1M=100,corpus=3000"
 SIZES="1K 64K 1M corpus"
 PREFETCHES="100 1000"
