@@ -38,6 +38,10 @@ local TRANSIENT_PATTERNS = {
   "SQLSTATE 40P01",
   "server closed the connection unexpectedly",
   "SQLSTATE %?%?%?%?%?: no connection to the server",
+  -- libpq's own words for a socket the server closed under a statement;
+  -- a batch's pipelined sends meet "Broken pipe" when PostgreSQL stops.
+  "could not send data to server",
+  "could not receive data from server",
 }
 
 

@@ -11,6 +11,10 @@ describe("failure", function()
         "retry", 1000 },
       { "no database connection free within 30000 ms", 3, "retry", 64000 },
       { "SQLSTATE 40P01: deadlock detected", 4, "retry", 256000 },
+      { "SQLSTATE ?????: could not send data to server: Broken pipe", 0,
+        "retry", 1000 },
+      { "SQLSTATE ?????: could not receive data from server: Connection "
+        .. "reset by peer", 1, "retry", 4000 },
       { "SQLSTATE 08006: connection failure", 5, "dead_letter", nil },
       { "SQLSTATE 23505: duplicate key value", 0, "dead_letter", nil },
       { "job exceeded its time budget of 500 ms", 0, "dead_letter", nil },
