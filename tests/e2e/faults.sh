@@ -41,6 +41,10 @@ account() {
     "$(comm -23 "$WORK/expected" "$WORK/seen" | wc -l)"
   check "$1: nothing is both stored and dead-lettered" 0 \
     "$(comm -12 "$WORK/stored" "$WORK/dead" | wc -l)"
+  # The worker's lines about such a message say why it was dead-lettered.
+  comm -12 "$WORK/stored" "$WORK/dead" | head -n 3 | while read -r id; do
+    grep -h "\"$id\"" "$WORK"/*.log | cut -c1-600 || true
+  done
   check "$1: stored plus dead-lettered is every message" "$total" \
     $(($(wc -l <"$WORK/stored") + $(wc -l <"$WORK/dead")))
   echo "$1: $(wc -l <"$WORK/dead") dead-lettered," \
