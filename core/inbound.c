@@ -221,9 +221,10 @@ void inbound_settle(struct inbound *in)
 /* A frame read by rabbitmq-c itself, which keeps its own clocks. */
 static int from_library(struct inbound *in, amqp_frame_t *f, double timeout_s)
 {
-	struct timeval tv = { (time_t)timeout_s,
-			      (suseconds_t)((timeout_s - (time_t)timeout_s) *
-					    1e6) };
+	/* A caller's deadline may have just passed; rabbitmq-c refuses a
+	 * negative wait as an invalid parameter, not as a timeout. */
+	double t = timeout_s > 0 ? timeout_s : 0;
+	struct timeval tv = { (time_t)t, (suseconds_t)((t - (time_t)t) * 1e6) };
 	int rc = amqp_simple_wait_frame_noblock(in->conn, f, &tv);
 
 	if (rc != AMQP_STATUS_OK) {
