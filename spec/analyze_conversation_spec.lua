@@ -214,6 +214,22 @@ describe("analyze_conversation", function()
         assert.same(expected, job.analyze(helpers.body(over)))
       end)
     end
+    -- ASCII text without an apostrophe takes a shorter path than the
+    -- rest; one non-ASCII word sends the same text down the other one.
+    it("counts ASCII words the same on both paths", function()
+      local text = "Order 66 shipped; order-66 SHIPPED twice, at 3.14pm."
+      local plain = job.analyze(helpers.body({
+        conversation_log = { turn("user", text) } }))
+      local mixed = job.analyze(helpers.body({
+        conversation_log = { turn("user", text .. " café") } }))
+      local top = { { "66", 2 }, { "order", 2 }, { "shipped", 2 },
+        { "14pm", 1 }, { "3", 1 }, { "at", 1 }, { "twice", 1 } }
+      assert.equal(10, plain.words)
+      assert.same(top, plain.top_words)
+      assert.equal(11, mixed.words)
+      table.insert(top, 7, { "café", 1 })
+      assert.same(top, mixed.top_words)
+    end)
   end)
 
 
