@@ -62,18 +62,36 @@ static PGconn *job_conn(lua_State *L, struct job_state *js)
  * with no fraction that an integer holds exactly is sent as that integer;
  * other floats with all 17 significant digits, which PostgreSQL reads
  * back to the same double. */
+static void push_integer_text(lua_State *L, lua_Integer n)
+{
+	/* Digits by hand: Lua's own formatting goes through snprintf, and
+	 * the default job sends three counts per message. */
+	char buf[24], *p = buf + sizeof buf;
+	unsigned long long u = n < 0 ? 0ULL - (unsigned long long)n
+				     : (unsigned long long)n;
+
+	do {
+		*--p = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	if (n < 0)
+		*--p = '-';
+	lua_pushlstring(L, p, (size_t)(buf + sizeof buf - p));
+}
+
+
 static void push_number_text(lua_State *L, int idx)
 {
 	lua_Integer n;
 	lua_Number d;
 
 	if (lua_isinteger(L, idx)) {
-		lua_pushfstring(L, "%I", (LUAI_UACINT)lua_tointeger(L, idx));
+		push_integer_text(L, lua_tointeger(L, idx));
 		return;
 	}
 	d = lua_tonumber(L, idx);
 	if (lua_numbertointeger(d, &n) && (lua_Number)n == d) {
-		lua_pushfstring(L, "%I", (LUAI_UACINT)n);
+		push_integer_text(L, n);
 		return;
 	}
 	{

@@ -1,6 +1,7 @@
 -- A batchable job for edge cases of statements sent ahead (host.db.exec):
 -- one that drops the connection's prepared statements, and one whose
--- statement outlives the job's time budget.
+-- statement outlives the job's time budget. And the text the host makes
+-- of number parameters, read back from the server.
 
 local function init(host)
   host.db.query("CREATE TABLE IF NOT EXISTS p (id text PRIMARY KEY)")
@@ -29,6 +30,13 @@ local function handle(msg, host)
     if rows[1].n == "1" then
       host.db.query("SELECT pg_terminate_backend(pg_backend_pid())")
     end
+    return true
+  elseif body.op == "numbers" then
+    local rows = host.db.query("SELECT concat_ws(',', $1::text, $2::text, "
+      .. "$3::text, $4::text, $5::text, $6::text, $7::text, $8::text, "
+      .. "$9::text) AS t", 0, -7, math.mininteger, math.maxinteger, 3.0,
+      -2.0, 2.5, 0.1, 2.0 ^ 53)
+    host.db.exec("INSERT INTO p (id) VALUES ($1)", rows[1].t)
     return true
   elseif body.op == "sleep" then
     host.db.exec("SELECT pg_sleep(30)")
