@@ -113,6 +113,16 @@ static void run_alone(struct job_state *js, struct job *job)
 }
 
 
+int job_batch_size(int prefetch)
+{
+	int n = prefetch / 8;
+
+	if (n < JOB_BATCH_MIN)
+		return JOB_BATCH_MIN;
+	return n > JOB_BATCH_MAX ? JOB_BATCH_MAX : n;
+}
+
+
 void job_batch_run_fn(void *ctx, struct job **jobs, int n)
 {
 	struct job_state *js = ctx;

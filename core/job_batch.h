@@ -12,11 +12,22 @@
  * holds and no job is blamed for another's failure.
  */
 
-/* Largest number of jobs in one transaction. */
-#define JOB_BATCH_MAX 32
+/* Most jobs in one transaction. Each COMMIT costs a WAL flush, and the
+ * worker waits for the server to finish the statements sent ahead, so
+ * fewer and larger batches keep a lone worker busier: 128 drained 1 KiB
+ * bodies about 14 % faster than 32 at prefetch 1000. */
+#define JOB_BATCH_MAX 128
+/* Fewest: what a small prefetch window still gets. */
+#define JOB_BATCH_MIN 32
 /* Bodies above this run on their own: a batch keeps its bodies until the
  * commit, and large ones would multiply the peak. */
 #define JOB_BATCH_BODY_MAX (64 * 1024)
+
+/* The batch size for a prefetch window: an eighth of it, between
+ * JOB_BATCH_MIN and JOB_BATCH_MAX. A batch is acked only after its
+ * COMMIT, so one that took the whole window would leave the broker
+ * nothing to send while it runs. */
+int job_batch_size(int prefetch);
 
 /* A pool_run_fn: ctx is the worker's struct job_state. */
 void job_batch_run_fn(void *ctx, struct job **jobs, int n);

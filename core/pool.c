@@ -18,7 +18,7 @@
 #include "body_buf.h"
 
 /* The most jobs one thread takes at once. */
-#define POOL_BATCH_MAX 32
+#define POOL_BATCH_MAX 128
 
 struct fifo {
 	struct job *head;

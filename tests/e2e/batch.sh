@@ -123,4 +123,22 @@ check "all but the duplicate stored" 39 "$(sql "SELECT count(*) FROM b")"
 # publish-jsonl names a message without conversation_id by its line.
 check "only the duplicate is dead-lettered" line-6 "$(dlq_ids | xargs)"
 
+# A lone worker with a deep window takes an eighth of it per transaction
+# (at most 128): 1,000 messages at prefetch 1000 need fewer commits than
+# batches of 32 ever could (32).
+sql "TRUNCATE b"
+for i in $(seq 1 1000); do
+  echo "{\"id\":\"w$i\",\"fail\":\"none\"}"
+done >"$WORK/msgs.jsonl"
+"$MRCTL" publish-jsonl "$WORK/msgs.jsonl" >/dev/null
+before=$(commits)
+rc=$(run_worker "$WORK/run3.log" AMQP_PREFETCH=1000)
+sleep 1
+after=$(commits)
+check "wide run exits 0 with all stored" "0 1000" \
+  "$rc $(sql "SELECT count(*) FROM b")"
+echo "commits for 1000 messages at prefetch 1000: $((after - before))"
+check_true "a deep window makes batches larger than 32" \
+  [ $((after - before)) -lt 28 ]
+
 finish
