@@ -113,10 +113,12 @@ static void run_alone(struct job_state *js, struct job *job)
 }
 
 
-int job_batch_size(int prefetch)
+int job_batch_size(const struct job_state *js, int prefetch)
 {
 	int n = prefetch / 8;
 
+	if (!job_state_batchable(js))
+		return JOB_BATCH_MIN;
 	if (n < JOB_BATCH_MIN)
 		return JOB_BATCH_MIN;
 	return n > JOB_BATCH_MAX ? JOB_BATCH_MAX : n;

@@ -3,6 +3,8 @@
 
 #include "job.h"
 
+struct job_state;
+
 /*
  * Runs the jobs a worker took together. When the job script is batchable,
  * their database work shares one transaction: each job runs inside a
@@ -23,11 +25,13 @@
  * commit, and large ones would multiply the peak. */
 #define JOB_BATCH_BODY_MAX (64 * 1024)
 
-/* The batch size for a prefetch window: an eighth of it, between
- * JOB_BATCH_MIN and JOB_BATCH_MAX. A batch is acked only after its
- * COMMIT, so one that took the whole window would leave the broker
- * nothing to send while it runs. */
-int job_batch_size(int prefetch);
+/* How many jobs a worker of js takes at once for a prefetch window: an
+ * eighth of it, between JOB_BATCH_MIN and JOB_BATCH_MAX, when they share
+ * a transaction. A batch is acked only after its COMMIT, so one that took
+ * the whole window would leave the broker nothing to send while it runs.
+ * Jobs that do not share one gain nothing from a longer run and would
+ * only hold their acks longer: they stay at JOB_BATCH_MIN. */
+int job_batch_size(const struct job_state *js, int prefetch);
 
 /* A pool_run_fn: ctx is the worker's struct job_state. */
 void job_batch_run_fn(void *ctx, struct job **jobs, int n);

@@ -317,7 +317,8 @@ static int start_workers(struct app *app)
 	rc = job_state_init(app->states[0], err, sizeof err);
 	if (rc < 0)
 		goto fail;
-	return pool_start(app->nstates, job_batch_size(app->cfg.prefetch),
+	return pool_start(app->nstates,
+			  job_batch_size(app->states[0], app->cfg.prefetch),
 			  job_batch_run_fn, (void **)app->states, &app->pool);
 fail:
 	LOG(LOG_ERROR, "job_script_error", LF_S("reason", err));
