@@ -187,68 +187,36 @@ void broker_retry_queue(const struct broker_names *names, uint64_t delay_ms,
 }
 
 
-/* Opens the retry channel and puts it in transaction mode, once per
- * connection. */
-static int retry_channel(amqp_connection_state_t conn, int *ready, char *err,
-			 size_t errlen)
+void broker_retry_declaration(const struct broker_names *names,
+			      uint64_t delay_ms, struct broker_retry_queue *q)
 {
-	amqp_rpc_reply_t r;
-
-	if (*ready)
-		return 0;
-	amqp_channel_open(conn, BROKER_RETRY_CHANNEL);
-	r = amqp_get_rpc_reply(conn);
-	if (r.reply_type != AMQP_RESPONSE_NORMAL)
-		return broker_reply_error(r, "failed to open the retry channel",
-					  err, errlen);
-	amqp_tx_select(conn, BROKER_RETRY_CHANNEL);
-	r = amqp_get_rpc_reply(conn);
-	if (r.reply_type != AMQP_RESPONSE_NORMAL)
-		return broker_reply_error(r, "failed to select transactions",
-					  err, errlen);
-	*ready = 1;
-	return 0;
-}
-
-
-/* Declares the retry queue for one delay: its TTL holds each message
- * that long, then dead-letters it through the default exchange back to
- * the work queue. One queue per delay, since a queue only expires the
- * message at its head. */
-static int declare_retry_queue(amqp_connection_state_t conn,
-			       const struct broker_names *names,
-			       uint64_t delay_ms, const char *name, char *err,
-			       size_t errlen)
-{
-	amqp_table_entry_t args[3] = {
-		{ .key = amqp_cstring_bytes("x-message-ttl"),
-		  .value = { .kind = AMQP_FIELD_KIND_I64,
-			     .value.i64 = (int64_t)delay_ms } },
-		{ .key = amqp_cstring_bytes("x-dead-letter-exchange"),
-		  .value = { .kind = AMQP_FIELD_KIND_UTF8,
-			     .value.bytes = amqp_cstring_bytes("") } },
-		{ .key = amqp_cstring_bytes("x-dead-letter-routing-key"),
-		  .value = { .kind = AMQP_FIELD_KIND_UTF8,
-			     .value.bytes =
-				     amqp_cstring_bytes(names->queue) } },
+	broker_retry_queue(names, delay_ms, q->name, sizeof q->name);
+	q->args[0] = (amqp_table_entry_t){
+		.key = amqp_cstring_bytes("x-message-ttl"),
+		.value = { .kind = AMQP_FIELD_KIND_I64,
+			   .value.i64 = (int64_t)delay_ms },
 	};
-	amqp_table_t table = { .num_entries = 3, .entries = args };
-	amqp_rpc_reply_t r;
-
-	amqp_queue_declare(conn, BROKER_RETRY_CHANNEL, amqp_cstring_bytes(name),
-			   0, 1, 0, 0, table);
-	r = amqp_get_rpc_reply(conn);
-	if (r.reply_type != AMQP_RESPONSE_NORMAL)
-		return broker_reply_error(r, "failed to declare a retry queue",
-					  err, errlen);
-	return 0;
+	q->args[1] = (amqp_table_entry_t){
+		.key = amqp_cstring_bytes("x-dead-letter-exchange"),
+		.value = { .kind = AMQP_FIELD_KIND_UTF8,
+			   .value.bytes = amqp_cstring_bytes("") },
+	};
+	q->args[2] = (amqp_table_entry_t){
+		.key = amqp_cstring_bytes("x-dead-letter-routing-key"),
+		.value = { .kind = AMQP_FIELD_KIND_UTF8,
+			   .value.bytes = amqp_cstring_bytes(names->queue) },
+	};
+	q->declare = (amqp_queue_declare_t){
+		.queue = amqp_cstring_bytes(q->name),
+		.durable = 1,
+		.arguments = { .num_entries = 3, .entries = q->args },
+	};
 }
 
 
-int broker_publish_retry(amqp_connection_state_t conn,
-			 const struct broker_names *names,
-			 const struct broker_retry *r, int *ready, char *err,
-			 size_t errlen)
+int broker_send_retry(amqp_connection_state_t conn,
+		      const struct broker_retry_queue *q,
+		      const struct broker_retry *r, char *err, size_t errlen)
 {
 	amqp_table_entry_t header = {
 		.key = amqp_cstring_bytes(BROKER_ATTEMPTS_HEADER),
@@ -265,29 +233,15 @@ int broker_publish_retry(amqp_connection_state_t conn,
 		.content_type = amqp_cstring_bytes(r->content_type),
 	};
 	amqp_bytes_t body = { .len = r->body_len, .bytes = (void *)r->body };
-	char name[BROKER_NAME_MAX + 32];
-	amqp_rpc_reply_t reply;
-	int rc;
+	int rc = amqp_basic_publish(
+		conn, BROKER_RETRY_CHANNEL, amqp_empty_bytes,
+		amqp_cstring_bytes(q->name), 0, 0, &props, body);
 
-	broker_retry_queue(names, r->delay_ms, name, sizeof name);
-	rc = retry_channel(conn, ready, err, errlen);
-	if (rc == 0)
-		rc = declare_retry_queue(conn, names, r->delay_ms, name, err,
-					 errlen);
-	if (rc < 0)
-		return rc;
-	rc = amqp_basic_publish(conn, BROKER_RETRY_CHANNEL, amqp_empty_bytes,
-				amqp_cstring_bytes(name), 0, 0, &props, body);
 	if (rc != AMQP_STATUS_OK) {
 		snprintf(err, errlen, "failed to publish a retry: %s",
 			 amqp_error_string2(rc));
 		return -EIO;
 	}
-	amqp_tx_commit(conn, BROKER_RETRY_CHANNEL);
-	reply = amqp_get_rpc_reply(conn);
-	if (reply.reply_type != AMQP_RESPONSE_NORMAL)
-		return broker_reply_error(reply, "failed to commit a retry",
-					  err, errlen);
 	return 0;
 }
 

@@ -49,15 +49,26 @@ struct broker_retry {
 	uint64_t delay_ms;
 };
 
-/* Publishes a copy of a failed message to <queue>.retry.<delay_ms>, a
- * queue whose TTL dead-letters it back to the work queue, and commits the
- * publish before returning, so the caller may then ack the original.
- * *ready tracks the retry channel of this connection (0 after connect).
- * Returns 0 or -EIO with err. */
-int broker_publish_retry(amqp_connection_state_t conn,
-			 const struct broker_names *names,
-			 const struct broker_retry *r, int *ready, char *err,
-			 size_t errlen);
+/* The retry queue for one delay, <queue>.retry.<delay_ms>: its TTL holds
+ * each message that long, then dead-letters it through the default
+ * exchange back to the work queue. One queue per delay, since a queue
+ * only expires the message at its head. declare points into the struct,
+ * so the struct must stay put while declare is sent. */
+struct broker_retry_queue {
+	char name[BROKER_NAME_MAX + 32];
+	amqp_table_entry_t args[3];
+	amqp_queue_declare_t declare;
+};
+
+void broker_retry_declaration(const struct broker_names *names,
+			      uint64_t delay_ms, struct broker_retry_queue *q);
+
+/* Publishes a copy of a failed message to q on BROKER_RETRY_CHANNEL,
+ * which the caller has opened in transaction mode and commits after:
+ * only then may the original be acked. Returns 0 or -EIO with err. */
+int broker_send_retry(amqp_connection_state_t conn,
+		      const struct broker_retry_queue *q,
+		      const struct broker_retry *r, char *err, size_t errlen);
 
 /* Names the retry queue for one delay: <queue>.retry.<delay_ms>. */
 void broker_retry_queue(const struct broker_names *names, uint64_t delay_ms,

@@ -81,7 +81,7 @@ struct consumer {
 
 static int read_one(struct consumer *c);
 static void submit_pending(struct consumer *c);
-static int lend_socket(struct consumer *c);
+static int publish_retry(struct consumer *c, const struct broker_retry *r);
 static int on_method(struct consumer *c, const amqp_frame_t *f);
 
 
@@ -159,12 +159,18 @@ static int try_retry(struct consumer *c, struct job *job)
 				   .body_len = job->body_len,
 				   .attempts = job->attempts + 1,
 				   .delay_ms = d.delay_ms };
-	rc = lend_socket(c);
-	if (rc < 0)
-		return rc;
-	rc = broker_publish_retry(c->conn, &c->names, &r, &c->retry_ready,
-				  c->err, c->errlen);
-	inbound_reclaim(&c->in);
+	rc = publish_retry(c, &r);
+	if (rc == -EPROTO) {
+		/* A refusal (a queue of that name declared with other
+		 * arguments, say) would come back at every redelivery: the
+		 * message is dead-lettered, not sent round a reconnect loop,
+		 * and nothing was committed, so it is not retried twice. */
+		LOG(LOG_ERROR, "retry_refused",
+		    LF_S("message_id", job->message_id),
+		    LF_U("delivery", job->delivery_tag),
+		    LF_S("reason", c->err));
+		return 0;
+	}
 	if (rc < 0)
 		return rc;
 	remember_retry_queue(c, d.delay_ms);
@@ -480,34 +486,35 @@ static int next_frame(struct consumer *c, amqp_frame_t *f)
 }
 
 
-/* Before an RPC, whose reply rabbitmq-c reads from the socket: the
- * frames already in the loop's buffer come first, so they are handled
- * now, deliveries included. inbound_reclaim() follows the RPC. */
-static int lend_socket(struct consumer *c)
+/* The broker closed channel ch (not the consuming one) over what the
+ * last request asked: the reason goes to c->err, the close is confirmed
+ * so the connection lives on. Returns -EPROTO, or -EIO when the
+ * confirmation could not be sent. */
+static int channel_closed(struct consumer *c, amqp_channel_t ch,
+			  amqp_method_t *close, const char *what)
 {
-	inbound_lend(&c->in);
-	while (inbound_holding(&c->in)) {
-		int rc = read_one(c);
+	amqp_rpc_reply_t r = { .reply_type = AMQP_RESPONSE_SERVER_EXCEPTION,
+			       .reply = *close };
+	amqp_channel_close_ok_t ok = { 0 };
+	int rc;
 
-		if (rc < 0)
-			return rc;
-	}
-	submit_pending(c);
-	return 0;
+	broker_reply_error(r, what, c->err, c->errlen);
+	rc = amqp_send_method(c->conn, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+	return rc == AMQP_STATUS_OK ? -EPROTO : -EIO;
 }
 
 
-/* An RPC on the consuming channel whose reply the loop reads itself:
- * had rabbitmq-c read it, deliveries streaming behind the reply would
- * stay in rabbitmq-c's buffer, and its copies, for as long as they kept
- * coming. Deliveries that arrive first are handled as usual. The reply
- * lives in rabbitmq-c's channel pool until the next frame is read. */
-static int rpc(struct consumer *c, amqp_method_number_t id, void *req,
-	       amqp_method_number_t want, amqp_method_t *reply,
+/* An RPC on channel ch whose reply the loop reads itself: had
+ * rabbitmq-c read it, deliveries streaming behind the reply would stay in
+ * rabbitmq-c's buffer, and its copies, for as long as they kept coming.
+ * Deliveries that arrive first are handled as usual. The reply lives in
+ * rabbitmq-c's channel pool until the next frame is read. */
+static int rpc(struct consumer *c, amqp_channel_t ch, amqp_method_number_t id,
+	       void *req, amqp_method_number_t want, amqp_method_t *reply,
 	       const char *what)
 {
 	double deadline = now_s() + BROKER_RPC_TIMEOUT_S;
-	int rc = amqp_send_method(c->conn, BROKER_CHANNEL, id, req);
+	int rc = amqp_send_method(c->conn, ch, id, req);
 
 	if (rc != AMQP_STATUS_OK)
 		return status_error(c, rc, what);
@@ -525,16 +532,67 @@ static int rpc(struct consumer *c, amqp_method_number_t id, void *req,
 				 f.frame_type);
 			return -EIO;
 		}
-		if (f.channel == BROKER_CHANNEL &&
-		    f.payload.method.id == want) {
+		if (f.channel == ch && f.payload.method.id == want) {
 			*reply = f.payload.method;
 			submit_pending(c);
 			return 0;
 		}
+		if (f.channel == ch && ch != BROKER_CHANNEL &&
+		    f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD)
+			return channel_closed(c, ch, &f.payload.method, what);
 		rc = on_method(c, &f);
 		if (rc < 0)
 			return rc;
 	}
+}
+
+
+/* Opens the retry channel in transaction mode, once per connection. */
+static int retry_channel(struct consumer *c)
+{
+	amqp_channel_open_t open = { 0 };
+	amqp_tx_select_t select = { 0 };
+	amqp_method_t reply;
+	int rc;
+
+	if (c->retry_ready)
+		return 0;
+	rc = rpc(c, BROKER_RETRY_CHANNEL, AMQP_CHANNEL_OPEN_METHOD, &open,
+		 AMQP_CHANNEL_OPEN_OK_METHOD, &reply,
+		 "failed to open the retry channel");
+	if (rc == 0)
+		rc = rpc(c, BROKER_RETRY_CHANNEL, AMQP_TX_SELECT_METHOD,
+			 &select, AMQP_TX_SELECT_OK_METHOD, &reply,
+			 "failed to select transactions");
+	c->retry_ready = rc == 0;
+	return rc;
+}
+
+
+/* Publishes a copy of a failed message to the retry queue for its delay
+ * and commits it, all through the loop's reader. Returns 0, -EPROTO when
+ * the broker refused it and closed the retry channel, or -EIO. */
+static int publish_retry(struct consumer *c, const struct broker_retry *r)
+{
+	struct broker_retry_queue q;
+	amqp_tx_commit_t commit = { 0 };
+	amqp_method_t reply;
+	int rc = retry_channel(c);
+
+	broker_retry_declaration(&c->names, r->delay_ms, &q);
+	if (rc == 0)
+		rc = rpc(c, BROKER_RETRY_CHANNEL, AMQP_QUEUE_DECLARE_METHOD,
+			 &q.declare, AMQP_QUEUE_DECLARE_OK_METHOD, &reply,
+			 "failed to declare a retry queue");
+	if (rc == 0)
+		rc = broker_send_retry(c->conn, &q, r, c->err, c->errlen);
+	if (rc == 0)
+		rc = rpc(c, BROKER_RETRY_CHANNEL, AMQP_TX_COMMIT_METHOD,
+			 &commit, AMQP_TX_COMMIT_OK_METHOD, &reply,
+			 "failed to commit a retry");
+	if (rc == -EPROTO)
+		c->retry_ready = 0; /* the broker closed it */
+	return rc;
 }
 
 
@@ -548,8 +606,8 @@ static int set_prefetch(struct consumer *c, int prefetch)
 		c->prefetch = prefetch; /* applied at the next connection */
 		return 0;
 	}
-	rc = rpc(c, AMQP_BASIC_QOS_METHOD, &req, AMQP_BASIC_QOS_OK_METHOD,
-		 &reply, "failed to set prefetch");
+	rc = rpc(c, BROKER_CHANNEL, AMQP_BASIC_QOS_METHOD, &req,
+		 AMQP_BASIC_QOS_OK_METHOD, &reply, "failed to set prefetch");
 	if (rc < 0)
 		return rc;
 	c->prefetch = prefetch;
@@ -570,7 +628,7 @@ static int start_consuming(struct consumer *c)
 
 	if (!c->conn)
 		return 0;
-	rc = rpc(c, AMQP_BASIC_CONSUME_METHOD, &req,
+	rc = rpc(c, BROKER_CHANNEL, AMQP_BASIC_CONSUME_METHOD, &req,
 		 AMQP_BASIC_CONSUME_OK_METHOD, &reply,
 		 "failed to start consuming");
 	if (rc < 0)
@@ -599,8 +657,9 @@ static int stop_consuming(struct consumer *c)
 		return 0;
 	}
 	req.consumer_tag = c->consumer_tag;
-	rc = rpc(c, AMQP_BASIC_CANCEL_METHOD, &req, AMQP_BASIC_CANCEL_OK_METHOD,
-		 &reply, "failed to cancel the consumer");
+	rc = rpc(c, BROKER_CHANNEL, AMQP_BASIC_CANCEL_METHOD, &req,
+		 AMQP_BASIC_CANCEL_OK_METHOD, &reply,
+		 "failed to cancel the consumer");
 	amqp_bytes_free(c->consumer_tag);
 	c->consumer_tag = amqp_empty_bytes;
 	if (rc < 0)
@@ -814,7 +873,7 @@ static long ready_in(struct consumer *c, const char *queue)
 	amqp_queue_declare_ok_t *ok;
 	amqp_method_t reply;
 
-	if (rpc(c, AMQP_QUEUE_DECLARE_METHOD, &req,
+	if (rpc(c, BROKER_CHANNEL, AMQP_QUEUE_DECLARE_METHOD, &req,
 		AMQP_QUEUE_DECLARE_OK_METHOD, &reply,
 		"failed to ask for the queue's depth") < 0)
 		return -1;

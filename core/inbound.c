@@ -57,7 +57,8 @@ static int library_has(const struct inbound *in)
 }
 
 
-int inbound_holding(const struct inbound *in)
+/* True while frames read from the socket wait in this buffer. */
+static int inbound_holding(const struct inbound *in)
 {
 	return in->off < in->lim;
 }
@@ -66,19 +67,6 @@ int inbound_holding(const struct inbound *in)
 int inbound_buffered(const struct inbound *in)
 {
 	return inbound_holding(in) || library_has(in);
-}
-
-
-void inbound_lend(struct inbound *in)
-{
-	in->lending = 1;
-}
-
-
-void inbound_reclaim(struct inbound *in)
-{
-	in->lending = 0;
-	in->mid = 0;
 }
 
 

@@ -18,15 +18,11 @@
  * its copy into a small buffer did (the body is cold), so the CPU per
  * 1 MiB body fell by about a sixth, not by half.
  *
- * The consumer reads the replies of its own RPCs on the consuming
- * channel through here too. rabbitmq-c reads the socket itself only for
- * a retry's publish, on its own channel: before it the loop calls
- * inbound_lend() and reads the frames left in this buffer, and after it
- * inbound_reclaim(). rabbitmq-c then keeps reading (and copying) until a
- * frame ends exactly where its own buffer does, which a steady stream of
- * large bodies may not bring for a long while: a worker that publishes
- * retries can fall back to the copying path. Nothing is lost or misread
- * that way; only the copies come back.
+ * The consumer reads the replies of its own RPCs through here too, on
+ * the consuming channel and on the retry channel alike. rabbitmq-c reads
+ * the socket itself only while the connection is set up (before the
+ * first delivery can come) and after inbound_settle(), to close it;
+ * frames it holds then are read through it first.
  *
  * rabbitmq-c's heartbeat clocks only move when it reads, so they are
  * reset here (amqp_tune_connection, between frames) after bytes came,
@@ -40,7 +36,7 @@ struct inbound {
 	char *buf;
 	size_t cap, off, lim;
 	int mid;     /* rabbitmq-c holds the start of a frame it was fed */
-	int lending; /* rabbitmq-c reads the socket */
+	int lending; /* rabbitmq-c reads the socket: inbound_settle() ran */
 	int fresh;   /* bytes came since rabbitmq-c's clocks were reset */
 	double recv_at;
 	double told_at;
@@ -69,18 +65,6 @@ int inbound_body(struct inbound *in, char *dst, uint64_t size,
 
 /* True while a frame may be complete without reading the socket. */
 int inbound_buffered(const struct inbound *in);
-
-/* True while frames read from the socket wait in this buffer: the loop
- * must read them before rabbitmq-c reads for an RPC. */
-int inbound_holding(const struct inbound *in);
-
-/* Before an RPC: once this buffer is read, rabbitmq-c reads the socket. */
-void inbound_lend(struct inbound *in);
-
-/* After the RPC: rabbitmq-c has ended every frame it began (the reply
- * came after them), so the socket comes back as soon as its own buffer
- * is read. */
-void inbound_reclaim(struct inbound *in);
 
 /* Heartbeats while the loop owns the socket: sends one when half the
  * interval has passed and reports a broker silent for two. Returns

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The loop reads the broker's socket itself and hands it to rabbitmq-c
-# only for a retry's publish (core/inbound.c). This drives both reading
-# paths while deliveries stream: a queue filled before the worker starts
-# (so deliveries follow the consume RPC at once) with 1 KiB, 1 MiB,
-# oversized and failing messages interleaved; each failure's retry is
-# published mid-stream; drain mode's depth RPCs run at the end. Then a
+# The loop reads the broker's socket itself (core/inbound.c), replies to
+# its RPCs included. This drives it while deliveries stream: a queue
+# filled before the worker starts (so deliveries follow the consume RPC
+# at once) with 1 KiB, 1 MiB, oversized and failing messages interleaved;
+# each failure's retry is published and committed mid-stream, on a
+# channel of its own; drain mode's depth RPCs run at the end. Then a
 # worker left idle past two heartbeat intervals must still be connected.
 . "$(dirname "$0")/lib.sh"
 
