@@ -377,8 +377,9 @@ int job_state_pipe_pending(const struct job_state *js)
  * time budget of their own, or a pg_sleep() sent ahead would hold the
  * worker for as long as it likes. A cancelled statement fails the
  * transaction, so the batch runs again job by job, where each has the
- * budget to itself. */
-static PGresult *sync_in_budget(struct job_state *js)
+ * budget to itself. With sql, that statement runs under the budget
+ * instead: a COMMIT runs the deferred triggers of every job in it. */
+static PGresult *sync_in_budget(struct job_state *js, const char *sql)
 {
 	PGresult *r;
 
@@ -386,7 +387,7 @@ static PGresult *sync_in_budget(struct job_state *js)
 		js->cancel = PQgetCancel(js->conn);
 	js->in_sync = 1;
 	job_budget_start(js);
-	r = db_pipe_sync(&js->pipe, js->conn);
+	r = sql ? PQexec(js->conn, sql) : db_pipe_sync(&js->pipe, js->conn);
 	watchdog_disarm(&js->watch);
 	js->in_sync = 0;
 	return r;
@@ -427,9 +428,9 @@ int job_state_commit(struct job_state *js, char *err, size_t errlen)
 	}
 	if (js->pipe.queued) {
 		if (control(js, "COMMIT", &r) > 0)
-			r = sync_in_budget(js);
+			r = sync_in_budget(js, NULL);
 	} else {
-		r = PQexec(js->conn, "COMMIT");
+		r = sync_in_budget(js, "COMMIT");
 	}
 	ok = PQresultStatus(r) == PGRES_COMMAND_OK && !js->pipe.failed &&
 	     !strcmp(PQcmdStatus(r), "COMMIT");
@@ -440,7 +441,8 @@ int job_state_commit(struct job_state *js, char *err, size_t errlen)
 		if (!*why)
 			why = "the server rolled the transaction back";
 		if (js->overran)
-			why = "statements sent ahead outlived the time budget";
+			why = "the COMMIT (deferred triggers, statements "
+			      "sent ahead) outlived the time budget";
 		snprintf(err, errlen, "COMMIT: %.*s", (int)strcspn(why, "\n"),
 			 why);
 	}
@@ -455,7 +457,7 @@ void job_state_release(struct job_state *js)
 	/* Whatever is still queued is read and dropped; the pool then rolls
 	 * back the transaction it belonged to. */
 	if (js->conn && js->pipe.queued) {
-		r = sync_in_budget(js);
+		r = sync_in_budget(js, NULL);
 		PQclear(r);
 	}
 	js->async_ok = 0;

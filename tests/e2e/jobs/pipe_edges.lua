@@ -1,11 +1,23 @@
 -- A batchable job for edge cases of statements sent ahead (host.db.exec):
 -- one that drops the connection's prepared statements, and one whose
 -- statement outlives the job's time budget. And the text the host makes
--- of number parameters, read back from the server.
+-- of number parameters, read back from the server, and a COMMIT slowed
+-- by a deferred trigger.
 
 local function init(host)
   host.db.query("CREATE TABLE IF NOT EXISTS p (id text PRIMARY KEY)")
   host.db.query("CREATE SEQUENCE IF NOT EXISTS kills")
+  -- A deferred trigger runs at COMMIT, after every job of the batch.
+  host.db.query([[
+    CREATE OR REPLACE FUNCTION p_slow() RETURNS trigger LANGUAGE plpgsql
+    AS $$ BEGIN
+      IF NEW.id LIKE 'slow%' THEN PERFORM pg_sleep(30); END IF;
+      RETURN NULL;
+    END $$]])
+  host.db.query("DROP TRIGGER IF EXISTS p_slow ON p")
+  host.db.query([[
+    CREATE CONSTRAINT TRIGGER p_slow AFTER INSERT ON p
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION p_slow()]])
 end
 
 
@@ -37,6 +49,10 @@ local function handle(msg, host)
       .. "$9::text) AS t", 0, -7, math.mininteger, math.maxinteger, 3.0,
       -2.0, 2.5, 0.1, 2.0 ^ 53)
     host.db.exec("INSERT INTO p (id) VALUES ($1)", rows[1].t)
+    return true
+  elseif body.op == "query" then
+    -- Read at once, so the batch's COMMIT has nothing left to read.
+    host.db.query("INSERT INTO p (id) VALUES ($1)", body.id)
     return true
   elseif body.op == "sleep" then
     host.db.exec("SELECT pg_sleep(30)")
