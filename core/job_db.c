@@ -67,8 +67,8 @@ static void push_integer_text(lua_State *L, lua_Integer n)
 	/* Digits by hand: Lua's own formatting goes through snprintf, and
 	 * the default job sends three counts per message. */
 	char buf[24], *p = buf + sizeof buf;
-	unsigned long long u = n < 0 ? 0ULL - (unsigned long long)n
-				     : (unsigned long long)n;
+	unsigned long long u =
+		n < 0 ? 0ULL - (unsigned long long)n : (unsigned long long)n;
 
 	do {
 		*--p = (char)('0' + u % 10);
