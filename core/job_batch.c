@@ -94,21 +94,28 @@ fail:
 
 /* A job on its own. A batchable script leaves transactions to the host,
  * so it gets one of its own too: its work stands only if it succeeds,
- * as it would have in a batch. */
+ * as it would have in a batch. Its body is kept until the COMMIT has
+ * answered: a COMMIT that fails (the server going down) turns a job
+ * that returned true into a failed one, which failure.lua may retry,
+ * and a retry is published from the body. */
 static void run_alone(struct job_state *js, struct job *job)
 {
 	char err[256];
+	int rc;
 
 	if (!job_state_batchable(js)) {
 		job_state_call(js, job);
 		job_state_after(js, job);
 		return;
 	}
-	if (run_in_transaction(js, &job, 1, err, sizeof err) < 0 &&
-	    job->outcome == OUTCOME_OK) {
+	job_state_keep_bodies(js, 1);
+	rc = run_in_transaction(js, &job, 1, err, sizeof err);
+	job_state_keep_bodies(js, 0);
+	if (rc < 0 && job->outcome == OUTCOME_OK) {
 		job->outcome = OUTCOME_JOB_ERROR;
 		snprintf(job->reason, sizeof job->reason, "%s", err);
 	}
+	forget_bodies(&job, 1);
 	job_state_after(js, job);
 }
 
@@ -149,7 +156,6 @@ void job_batch_run_fn(void *ctx, struct job **jobs, int n)
 		for (int i = 0; i < nb; i++) {
 			batch[i]->outcome = OUTCOME_OK;
 			batch[i]->reason[0] = '\0';
-			job_state_keep_bodies(js, 0);
 			run_alone(js, batch[i]);
 		}
 	}

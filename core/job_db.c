@@ -417,6 +417,34 @@ int job_state_rollback_job(struct job_state *js, const char *sql, char *err,
 	return queued ? 0 : job_state_exec(js, sql, err, errlen);
 }
 
+/* Says why a COMMIT failed, in the form host.db.query raises errors
+ * ("SQLSTATE xxxxx: ..."), so failure.lua judges it the same way: a
+ * serialisation conflict found at COMMIT is as passing as one found by a
+ * statement. */
+static void commit_failure(const struct job_state *js, const PGresult *r,
+			   char *err, size_t errlen)
+{
+	const char *why =
+		js->pipe.failed ? js->pipe.error : PQerrorMessage(js->conn);
+	const char *state = r && !js->pipe.failed
+				    ? PQresultErrorField(r, PG_DIAG_SQLSTATE)
+				    : NULL;
+
+	if (!*why)
+		why = "the server rolled the transaction back";
+	if (js->overran) {
+		why = "the COMMIT (deferred triggers, statements sent ahead) "
+		      "outlived the time budget";
+		state = NULL;
+	}
+	if (state)
+		snprintf(err, errlen, "COMMIT: SQLSTATE %s: %.*s", state,
+			 (int)strcspn(why, "\n"), why);
+	else
+		snprintf(err, errlen, "COMMIT: %.*s", (int)strcspn(why, "\n"),
+			 why);
+}
+
 int job_state_commit(struct job_state *js, char *err, size_t errlen)
 {
 	PGresult *r = NULL;
@@ -434,18 +462,8 @@ int job_state_commit(struct job_state *js, char *err, size_t errlen)
 	}
 	ok = PQresultStatus(r) == PGRES_COMMAND_OK && !js->pipe.failed &&
 	     !strcmp(PQcmdStatus(r), "COMMIT");
-	if (!ok) {
-		const char *why = js->pipe.failed ? js->pipe.error
-						  : PQerrorMessage(js->conn);
-
-		if (!*why)
-			why = "the server rolled the transaction back";
-		if (js->overran)
-			why = "the COMMIT (deferred triggers, statements "
-			      "sent ahead) outlived the time budget";
-		snprintf(err, errlen, "COMMIT: %.*s", (int)strcspn(why, "\n"),
-			 why);
-	}
+	if (!ok)
+		commit_failure(js, r, err, errlen);
 	PQclear(r);
 	return ok ? 0 : -EIO;
 }

@@ -92,4 +92,25 @@ one_slow_of_ten commit query query slow4
 check_true "the cancelled COMMIT is named" \
   grep -q '"reason":"COMMIT: the COMMIT (deferred triggers' "$WORK/commit.log"
 
+# A COMMIT that fails with a passing error (40001, from a deferred
+# trigger) fails a job that had returned true: failure.lua retries it,
+# from the body kept until the COMMIT answered, first after its batch
+# fails and then alone. Two attempts here, then the dead-letter queue.
+policy_copy "$POLICY_DIR" 's/^local MAX_ATTEMPTS = 6$/local MAX_ATTEMPTS = 2/' \
+  's/^local FIRST_DELAY_MS = 1000$/local FIRST_DELAY_MS = 200/'
+sql "TRUNCATE p"
+for i in $(seq 1 10); do
+  id=k$i
+  [ "$i" = 4 ] && id=conflict4
+  echo "{\"id\":\"$id\",\"op\":\"query\"}"
+done >"$WORK/msgs.jsonl"
+"$MRCTL" publish-jsonl "$WORK/msgs.jsonl" >/dev/null
+rc=$(run_worker "$WORK/conflict.log")
+check "conflict run exits 0" 0 "$rc"
+check "all but the conflicting one are stored" 9 \
+  "$(sql "SELECT count(*) FROM p")"
+check "the failed COMMIT is retried once" 1 \
+  "$(summary "$WORK/conflict.log" retries)"
+check "then dead-lettered" line-4 "$(dlq_ids | xargs)"
+
 finish

@@ -7,11 +7,15 @@
 local function init(host)
   host.db.query("CREATE TABLE IF NOT EXISTS p (id text PRIMARY KEY)")
   host.db.query("CREATE SEQUENCE IF NOT EXISTS kills")
-  -- A deferred trigger runs at COMMIT, after every job of the batch.
+  -- A deferred trigger runs at COMMIT, after every job of the batch: it
+  -- sleeps for one id and fails as a serialisation conflict for another.
   host.db.query([[
     CREATE OR REPLACE FUNCTION p_slow() RETURNS trigger LANGUAGE plpgsql
     AS $$ BEGIN
       IF NEW.id LIKE 'slow%' THEN PERFORM pg_sleep(30); END IF;
+      IF NEW.id LIKE 'conflict%' THEN
+        RAISE EXCEPTION 'conflict (asked for)' USING ERRCODE = '40001';
+      END IF;
       RETURN NULL;
     END $$]])
   host.db.query("DROP TRIGGER IF EXISTS p_slow ON p")
