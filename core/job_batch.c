@@ -59,12 +59,14 @@ static int settle_savepoint(struct job_state *js, struct job *job, int *begun,
  * than in round trips of their own, and savepoints are not released:
  * COMMIT releases them all. Returns 0 once committed (or when no job ran
  * a statement), or -EIO when the transaction failed and nothing of it
- * stands. */
+ * stands. Bodies are kept until the COMMIT has answered: when it fails,
+ * every job may still be run again or retried from its body. */
 static int run_in_transaction(struct job_state *js, struct job **jobs, int n,
 			      char *err, size_t errlen)
 {
 	int begun = 0;
 
+	job_state_keep_bodies(js, 1);
 	job_state_pipe(js, 1);
 	for (int i = 0; i < n; i++) {
 		if (!begun && !job_state_deferred(js))
@@ -80,6 +82,8 @@ static int run_in_transaction(struct job_state *js, struct job **jobs, int n,
 	if (begun && job_state_commit(js, err, errlen) < 0)
 		goto fail;
 	job_state_release(js);
+	job_state_keep_bodies(js, 0);
+	forget_bodies(jobs, n);
 	return 0;
 fail:
 	while (job_state_deferred(js))
@@ -88,16 +92,16 @@ fail:
 		LOG(LOG_WARN, "batch_failed", LF_I("jobs", n),
 		    LF_S("reason", err));
 	job_state_release(js);
+	job_state_keep_bodies(js, 0);
 	return -EIO;
 }
 
 
 /* A job on its own. A batchable script leaves transactions to the host,
  * so it gets one of its own too: its work stands only if it succeeds,
- * as it would have in a batch. Its body is kept until the COMMIT has
- * answered: a COMMIT that fails (the server going down) turns a job
- * that returned true into a failed one, which failure.lua may retry,
- * and a retry is published from the body. */
+ * as it would have in a batch. A COMMIT that fails (the server going
+ * down) turns a job that returned true into a failed one, which
+ * failure.lua may retry from the body run_in_transaction() kept. */
 static void run_alone(struct job_state *js, struct job *job)
 {
 	char err[256];
@@ -108,9 +112,7 @@ static void run_alone(struct job_state *js, struct job *job)
 		job_state_after(js, job);
 		return;
 	}
-	job_state_keep_bodies(js, 1);
 	rc = run_in_transaction(js, &job, 1, err, sizeof err);
-	job_state_keep_bodies(js, 0);
 	if (rc < 0 && job->outcome == OUTCOME_OK) {
 		job->outcome = OUTCOME_JOB_ERROR;
 		snprintf(job->reason, sizeof job->reason, "%s", err);
@@ -151,7 +153,6 @@ void job_batch_run_fn(void *ctx, struct job **jobs, int n)
 	}
 	if (nb == 0)
 		return;
-	job_state_keep_bodies(js, 1);
 	if (run_in_transaction(js, batch, nb, err, sizeof err) < 0) {
 		for (int i = 0; i < nb; i++) {
 			batch[i]->outcome = OUTCOME_OK;
@@ -159,6 +160,4 @@ void job_batch_run_fn(void *ctx, struct job **jobs, int n)
 			run_alone(js, batch[i]);
 		}
 	}
-	job_state_keep_bodies(js, 0);
-	forget_bodies(batch, nb);
 }
