@@ -1,3 +1,10 @@
+/*
+ * The consumer loop, on the main thread: each turn settles the jobs the
+ * pool finished (acks in batches, rejects, retries), reads what the
+ * broker sent (channel.c), and runs the memory governor, the backlog
+ * and database watches, drain mode's end test and reconnects with
+ * backoff. The state both files share is in consumer_int.h.
+ */
 #include "consumer.h"
 
 #include <errno.h>
@@ -20,100 +27,7 @@
 #include "log.h"
 #include "metrics.h"
 
-/* The loop wakes at least this often to send heartbeats and to check for
- * a stop or an empty queue. */
-#define TICK_MS 100
-/* Header and body frames follow a delivery at once; waiting longer than
- * this for one means the connection is gone. */
-#define FRAME_WAIT_S 30
-/* Reconnect backoff: from half a second, doubling, to half a minute. */
-#define RECONNECT_MIN_S 0.5
-#define RECONNECT_MAX_S 30.0
-/* A drain run (batch, cron) gives up on a broker gone this long. */
-#define RECONNECT_GIVE_UP_S 60.0
-/* Distinct retry delays tracked for drain mode; failure.lua's backoff
- * uses five. */
-#define RETRY_QUEUES_MAX 16
-/* In drain mode, quiet this long with nothing in flight before asking the
- * broker whether the queue is empty. */
-#define DRAIN_QUIET_S 0.3
-#define GAUGE_EVERY_S 0.05
-#define ACK_EVERY_S   0.01
-/* Deliveries read before the pool gets them, when more are buffered, and
- * their bytes: large bodies gain nothing from waiting for company, and
- * must not pile up in the loop's hands. */
-#define SUBMIT_MAX	 64
-#define SUBMIT_MAX_BYTES (256u << 10)
-
-struct consumer {
-	const struct consumer_opts *o;
-	amqp_connection_state_t conn;
-	struct inbound in; /* the socket's reading side while conn is open */
-	struct broker_names names;
-	amqp_bytes_t consumer_tag;
-	struct consumer_summary *sum;
-	struct ack_window acks;
-	unsigned generation; /* bumped at each new connection */
-	int retry_ready;     /* the retry channel is open on conn */
-	int backlog_over;    /* the backlog alert is raised */
-	uint64_t retry_delays[RETRY_QUEUES_MAX]; /* retry queues used */
-	int nretry;
-	double first_delivery;
-	double gauges_at; /* last copy of the pool gauges to metrics */
-	/* Deliveries read in this turn, handed to the pool together. */
-	struct job *pending;
-	struct job *pending_tail;
-	int npending;
-	size_t pending_bytes;
-	double last_settle;
-	double last_activity;
-	double stop_deadline;
-	int stopping;
-	int paused;
-	int prefetch;
-	int unacked;	 /* settled since the last flush of acks */
-	double acked_at; /* when acks last went out */
-	int db_open;	 /* pool connections at the last turn */
-	char *err;
-	size_t errlen;
-};
-
-
-static int read_one(struct consumer *c);
-static void submit_pending(struct consumer *c);
-static int publish_retry(struct consumer *c, const struct broker_retry *r);
-static int on_method(struct consumer *c, const amqp_frame_t *f);
-
-
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-
-static int status_error(struct consumer *c, int status, const char *what)
-{
-	snprintf(c->err, c->errlen, "%s: %s", what, amqp_error_string2(status));
-	return -EIO;
-}
-
-
-/* Waits up to timeout_s for the next frame. Returns 0, -EAGAIN on
- * timeout, or -EIO with the reason in c->err. */
-static int wait_frame(struct consumer *c, amqp_frame_t *f, double timeout_s)
-{
-	int rc = inbound_frame(&c->in, f, timeout_s);
-
-	if (rc == AMQP_STATUS_TIMEOUT)
-		return -EAGAIN;
-	if (rc != AMQP_STATUS_OK)
-		return status_error(c, rc, "failed to read from the broker");
-	c->last_activity = now_s();
-	return 0;
-}
+#include "consumer_int.h"
 
 
 static int send_status(struct consumer *c, int rc, const char *what)
@@ -159,7 +73,7 @@ static int try_retry(struct consumer *c, struct job *job)
 				   .body_len = job->body_len,
 				   .attempts = job->attempts + 1,
 				   .delay_ms = d.delay_ms };
-	rc = publish_retry(c, &r);
+	rc = channel_publish_retry(c, &r);
 	if (rc == -EPROTO) {
 		/* A refusal (a queue of that name declared with other
 		 * arguments, say) would come back at every redelivery: the
@@ -286,7 +200,7 @@ static int maybe_flush_acks(struct consumer *c)
 }
 
 
-static int settle_list(struct consumer *c, struct job *list)
+int consumer_settle_list(struct consumer *c, struct job *list)
 {
 	int rc = 0;
 
@@ -300,371 +214,6 @@ static int settle_list(struct consumer *c, struct job *list)
 		list = next;
 	}
 	return rc < 0 ? rc : maybe_flush_acks(c);
-}
-
-
-static void copy_bytes(char *dst, size_t cap, amqp_bytes_t b)
-{
-	size_t n = b.len < cap - 1 ? b.len : cap - 1;
-
-	memcpy(dst, b.bytes, n);
-	dst[n] = '\0';
-}
-
-
-/* Reads a body of size bytes into dst, or past it when dst is NULL. */
-static int read_body(struct consumer *c, uint64_t size, char *dst)
-{
-	int rc = inbound_body(&c->in, dst, size, FRAME_WAIT_S);
-
-	if (rc == AMQP_STATUS_BAD_AMQP_DATA) {
-		snprintf(c->err, c->errlen,
-			 "failed to read a message body: a frame other than "
-			 "its body came");
-		return -EIO;
-	}
-	if (rc != AMQP_STATUS_OK)
-		return status_error(c, rc, "failed to read a message body");
-	c->last_activity = now_s();
-	return 0;
-}
-
-
-/* Reads the content header that follows a delivery into job. */
-static int read_header(struct consumer *c, struct job *job, uint64_t *size)
-{
-	amqp_basic_properties_t *p;
-	amqp_frame_t f;
-	int rc = wait_frame(c, &f, FRAME_WAIT_S);
-
-	if (rc == -EAGAIN)
-		return status_error(c, AMQP_STATUS_TIMEOUT,
-				    "failed to read a content header");
-	if (rc < 0)
-		return rc;
-	if (f.frame_type != AMQP_FRAME_HEADER) {
-		snprintf(c->err, c->errlen,
-			 "failed to read a content header: "
-			 "unexpected frame type %u",
-			 f.frame_type);
-		return -EIO;
-	}
-	*size = f.payload.properties.body_size;
-	p = f.payload.properties.decoded;
-	job->attempts = broker_header_int(p, BROKER_ATTEMPTS_HEADER, 0);
-	if (p->_flags & AMQP_BASIC_MESSAGE_ID_FLAG)
-		copy_bytes(job->message_id, sizeof job->message_id,
-			   p->message_id);
-	else
-		snprintf(job->message_id, sizeof job->message_id, "-");
-	if (p->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG)
-		copy_bytes(job->content_type, sizeof job->content_type,
-			   p->content_type);
-	return 0;
-}
-
-
-/* Settles a delivery the loop refuses itself (too large, or arriving
- * during shutdown) without a worker. */
-static int refuse(struct consumer *c, struct job *job, enum outcome o,
-		  uint64_t size)
-{
-	job->outcome = o;
-	job->body_len = (size_t)size;
-	if (o == OUTCOME_SIZE_LIMIT)
-		snprintf(job->reason, sizeof job->reason,
-			 "size_limit: body_size=%llu over max_message_bytes="
-			 "%llu",
-			 (unsigned long long)size,
-			 (unsigned long long)c->o->limits->max_message_bytes);
-	else
-		snprintf(job->reason, sizeof job->reason, "worker stopping");
-	return settle_list(c, job);
-}
-
-
-static int on_deliver(struct consumer *c, const amqp_basic_deliver_t *d)
-{
-	struct job *job = calloc(1, sizeof *job);
-	uint64_t size = 0;
-	int rc;
-
-	if (!job)
-		return -ENOMEM;
-	job->delivery_tag = d->delivery_tag;
-	job->generation = c->generation;
-	job->redelivered = d->redelivered;
-	if (ack_window_open(&c->acks, d->delivery_tag) < 0) {
-		free(job);
-		return -ENOMEM;
-	}
-	if (!c->first_delivery)
-		c->first_delivery = now_s();
-	rc = read_header(c, job, &size);
-	if (rc < 0)
-		goto fail;
-	c->sum->bytes_in += size;
-	metrics_add(c->o->metrics, MC_BYTES_IN, size);
-
-	if (gate_body_size(size, c->o->limits) != OUTCOME_OK || c->stopping) {
-		rc = read_body(c, size, NULL);
-		if (rc < 0)
-			goto fail;
-		return refuse(c, job,
-			      c->stopping ? OUTCOME_SHUTDOWN
-					  : OUTCOME_SIZE_LIMIT,
-			      size);
-	}
-	job->body = body_buf_get((size_t)size);
-	if (!job->body) {
-		rc = -ENOMEM;
-		goto fail;
-	}
-	job->body_len = (size_t)size;
-	rc = read_body(c, size, job->body);
-	if (rc < 0)
-		goto fail;
-	amqp_maybe_release_buffers_on_channel(c->conn, BROKER_CHANNEL);
-	job->next = NULL;
-	if (c->pending_tail)
-		c->pending_tail->next = job;
-	else
-		c->pending = job;
-	c->pending_tail = job;
-	c->npending++;
-	c->pending_bytes += job->body_len;
-	return 0;
-fail:
-	job_free(job);
-	return rc;
-}
-
-
-static int on_method(struct consumer *c, const amqp_frame_t *f)
-{
-	switch (f->payload.method.id) {
-	case AMQP_BASIC_DELIVER_METHOD:
-		return on_deliver(c, f->payload.method.decoded);
-	case AMQP_BASIC_CANCEL_METHOD:
-		snprintf(c->err, c->errlen,
-			 "the broker cancelled the consumer "
-			 "(queue %s deleted?)",
-			 c->names.queue);
-		return -EIO;
-	case AMQP_CHANNEL_CLOSE_METHOD:
-	case AMQP_CONNECTION_CLOSE_METHOD: {
-		amqp_rpc_reply_t r = { .reply_type =
-					       AMQP_RESPONSE_SERVER_EXCEPTION,
-				       .reply = f->payload.method };
-
-		snprintf(c->err, c->errlen, "broker closed the connection");
-		return broker_reply_error(r, "consuming", c->err, c->errlen);
-	}
-	default:
-		return 0;
-	}
-}
-
-
-/* Sleeps until the socket or the pool's eventfd is readable, or a tick
- * passes, then reads a frame if one is complete. Returns as wait_frame. */
-static int next_frame(struct consumer *c, amqp_frame_t *f)
-{
-	struct pollfd pfd[2] = {
-		{ .fd = amqp_get_sockfd(c->conn), .events = POLLIN },
-		{ .fd = pool_event_fd(c->o->pool), .events = POLLIN },
-	};
-
-	if (!inbound_buffered(&c->in)) {
-		if (poll(pfd, 2, TICK_MS) < 0 && errno != EINTR) {
-			snprintf(c->err, c->errlen, "failed to poll: %s",
-				 strerror(errno));
-			return -EIO;
-		}
-	}
-	return wait_frame(c, f, 0);
-}
-
-
-/* The broker closed channel ch (not the consuming one) over what the
- * last request asked: the reason goes to c->err, the close is confirmed
- * so the connection lives on. Returns -EPROTO, or -EIO when the
- * confirmation could not be sent. */
-static int channel_closed(struct consumer *c, amqp_channel_t ch,
-			  amqp_method_t *close, const char *what)
-{
-	amqp_rpc_reply_t r = { .reply_type = AMQP_RESPONSE_SERVER_EXCEPTION,
-			       .reply = *close };
-	amqp_channel_close_ok_t ok = { 0 };
-	int rc;
-
-	broker_reply_error(r, what, c->err, c->errlen);
-	rc = amqp_send_method(c->conn, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
-	return rc == AMQP_STATUS_OK ? -EPROTO : -EIO;
-}
-
-
-/* An RPC on channel ch whose reply the loop reads itself: had
- * rabbitmq-c read it, deliveries streaming behind the reply would stay in
- * rabbitmq-c's buffer, and its copies, for as long as they kept coming.
- * Deliveries that arrive first are handled as usual. The reply lives in
- * rabbitmq-c's channel pool until the next frame is read. */
-static int rpc(struct consumer *c, amqp_channel_t ch, amqp_method_number_t id,
-	       void *req, amqp_method_number_t want, amqp_method_t *reply,
-	       const char *what)
-{
-	double deadline = now_s() + BROKER_RPC_TIMEOUT_S;
-	int rc = amqp_send_method(c->conn, ch, id, req);
-
-	if (rc != AMQP_STATUS_OK)
-		return status_error(c, rc, what);
-	for (;;) {
-		amqp_frame_t f;
-
-		rc = wait_frame(c, &f, deadline - now_s());
-		if (rc == -EAGAIN || (rc == 0 && now_s() > deadline))
-			return status_error(c, AMQP_STATUS_TIMEOUT, what);
-		if (rc < 0)
-			return rc;
-		if (f.frame_type != AMQP_FRAME_METHOD) {
-			snprintf(c->err, c->errlen,
-				 "%s: unexpected frame type %u", what,
-				 f.frame_type);
-			return -EIO;
-		}
-		if (f.channel == ch && f.payload.method.id == want) {
-			*reply = f.payload.method;
-			submit_pending(c);
-			return 0;
-		}
-		if (f.channel == ch && ch != BROKER_CHANNEL &&
-		    f.payload.method.id == AMQP_CHANNEL_CLOSE_METHOD)
-			return channel_closed(c, ch, &f.payload.method, what);
-		rc = on_method(c, &f);
-		if (rc < 0)
-			return rc;
-	}
-}
-
-
-/* Opens the retry channel in transaction mode, once per connection. */
-static int retry_channel(struct consumer *c)
-{
-	amqp_channel_open_t open = { 0 };
-	amqp_tx_select_t select = { 0 };
-	amqp_method_t reply;
-	int rc;
-
-	if (c->retry_ready)
-		return 0;
-	rc = rpc(c, BROKER_RETRY_CHANNEL, AMQP_CHANNEL_OPEN_METHOD, &open,
-		 AMQP_CHANNEL_OPEN_OK_METHOD, &reply,
-		 "failed to open the retry channel");
-	if (rc == 0)
-		rc = rpc(c, BROKER_RETRY_CHANNEL, AMQP_TX_SELECT_METHOD,
-			 &select, AMQP_TX_SELECT_OK_METHOD, &reply,
-			 "failed to select transactions");
-	c->retry_ready = rc == 0;
-	return rc;
-}
-
-
-/* Publishes a copy of a failed message to the retry queue for its delay
- * and commits it, all through the loop's reader. Returns 0, -EPROTO when
- * the broker refused it and closed the retry channel, or -EIO. */
-static int publish_retry(struct consumer *c, const struct broker_retry *r)
-{
-	struct broker_retry_queue q;
-	amqp_tx_commit_t commit = { 0 };
-	amqp_method_t reply;
-	int rc = retry_channel(c);
-
-	broker_retry_declaration(&c->names, r->delay_ms, &q);
-	if (rc == 0)
-		rc = rpc(c, BROKER_RETRY_CHANNEL, AMQP_QUEUE_DECLARE_METHOD,
-			 &q.declare, AMQP_QUEUE_DECLARE_OK_METHOD, &reply,
-			 "failed to declare a retry queue");
-	if (rc == 0)
-		rc = broker_send_retry(c->conn, &q, r, c->err, c->errlen);
-	if (rc == 0)
-		rc = rpc(c, BROKER_RETRY_CHANNEL, AMQP_TX_COMMIT_METHOD,
-			 &commit, AMQP_TX_COMMIT_OK_METHOD, &reply,
-			 "failed to commit a retry");
-	if (rc == -EPROTO)
-		c->retry_ready = 0; /* the broker closed it */
-	return rc;
-}
-
-
-static int set_prefetch(struct consumer *c, int prefetch)
-{
-	amqp_basic_qos_t req = { .prefetch_count = (uint16_t)prefetch };
-	amqp_method_t reply;
-	int rc;
-
-	if (!c->conn) {
-		c->prefetch = prefetch; /* applied at the next connection */
-		return 0;
-	}
-	rc = rpc(c, BROKER_CHANNEL, AMQP_BASIC_QOS_METHOD, &req,
-		 AMQP_BASIC_QOS_OK_METHOD, &reply, "failed to set prefetch");
-	if (rc < 0)
-		return rc;
-	c->prefetch = prefetch;
-	metrics_set(c->o->metrics, MG_PREFETCH, prefetch);
-	return 0;
-}
-
-
-static int start_consuming(struct consumer *c)
-{
-	amqp_basic_consume_t req = {
-		.queue = amqp_cstring_bytes(c->names.queue),
-		.arguments = amqp_empty_table,
-	};
-	amqp_basic_consume_ok_t *ok;
-	amqp_method_t reply;
-	int rc;
-
-	if (!c->conn)
-		return 0;
-	rc = rpc(c, BROKER_CHANNEL, AMQP_BASIC_CONSUME_METHOD, &req,
-		 AMQP_BASIC_CONSUME_OK_METHOD, &reply,
-		 "failed to start consuming");
-	if (rc < 0)
-		return rc;
-	ok = reply.decoded;
-	c->consumer_tag = amqp_bytes_malloc_dup(ok->consumer_tag);
-	metrics_set(c->o->metrics, MG_CONSUMING, 1);
-	return 0;
-}
-
-
-/* Cancels the consumer; deliveries already sent still arrive and stay
- * ours until settled. Heartbeats go on: the connection stays open. */
-static int stop_consuming(struct consumer *c)
-{
-	amqp_basic_cancel_t req = { 0 };
-	amqp_method_t reply;
-	int rc;
-
-	if (!c->consumer_tag.bytes)
-		return 0;
-	metrics_set(c->o->metrics, MG_CONSUMING, 0);
-	if (!c->conn) {
-		amqp_bytes_free(c->consumer_tag);
-		c->consumer_tag = amqp_empty_bytes;
-		return 0;
-	}
-	req.consumer_tag = c->consumer_tag;
-	rc = rpc(c, BROKER_CHANNEL, AMQP_BASIC_CANCEL_METHOD, &req,
-		 AMQP_BASIC_CANCEL_OK_METHOD, &reply,
-		 "failed to cancel the consumer");
-	amqp_bytes_free(c->consumer_tag);
-	c->consumer_tag = amqp_empty_bytes;
-	if (rc < 0)
-		return rc;
-	return 0;
 }
 
 
@@ -685,7 +234,8 @@ static int setup(struct consumer *c)
 	rc = broker_declare(c->conn, &c->names, c->err, c->errlen);
 	if (rc < 0)
 		return rc;
-	return set_prefetch(c, c->prefetch ? c->prefetch : cfg->prefetch);
+	return channel_set_prefetch(c,
+				    c->prefetch ? c->prefetch : cfg->prefetch);
 }
 
 
@@ -701,7 +251,7 @@ static int begin_stop(struct consumer *c)
 	LOG(LOG_INFO, "stopping", LF_S("queue", c->names.queue),
 	    LF_I("in_flight", pool_in_flight(c->o->pool)),
 	    LF_B("recycle", c->sum->recycled));
-	rc = stop_consuming(c);
+	rc = channel_cancel(c);
 	if (rc < 0)
 		return rc;
 	queued = pool_take_queued(c->o->pool);
@@ -709,7 +259,7 @@ static int begin_stop(struct consumer *c)
 		j->outcome = OUTCOME_SHUTDOWN;
 		snprintf(j->reason, sizeof j->reason, "worker stopping");
 	}
-	return settle_list(c, queued);
+	return consumer_settle_list(c, queued);
 }
 
 
@@ -780,11 +330,11 @@ static int apply_prefetch(struct consumer *c, int prefetch)
 		return 0;
 	LOG(LOG_INFO, "prefetch_changed", LF_I("from", c->prefetch),
 	    LF_I("to", prefetch));
-	rc = set_prefetch(c, prefetch);
+	rc = channel_set_prefetch(c, prefetch);
 	if (rc == 0 && c->consumer_tag.bytes && !c->paused) {
-		rc = stop_consuming(c);
+		rc = channel_cancel(c);
 		if (rc == 0)
-			rc = start_consuming(c);
+			rc = channel_consume(c);
 	}
 	return rc;
 }
@@ -807,10 +357,10 @@ static int apply_pause(struct consumer *c, int pause)
 		 * while nothing new arrives to reuse them. */
 		body_buf_flush();
 		malloc_trim(0);
-		return stop_consuming(c);
+		return channel_cancel(c);
 	}
 	LOG(LOG_INFO, "intake_resumed", LF_S("queue", c->names.queue));
-	return start_consuming(c);
+	return channel_consume(c);
 }
 
 
@@ -873,9 +423,9 @@ static long ready_in(struct consumer *c, const char *queue)
 	amqp_queue_declare_ok_t *ok;
 	amqp_method_t reply;
 
-	if (rpc(c, BROKER_CHANNEL, AMQP_QUEUE_DECLARE_METHOD, &req,
-		AMQP_QUEUE_DECLARE_OK_METHOD, &reply,
-		"failed to ask for the queue's depth") < 0)
+	if (channel_rpc(c, BROKER_CHANNEL, AMQP_QUEUE_DECLARE_METHOD, &req,
+			AMQP_QUEUE_DECLARE_OK_METHOD, &reply,
+			"failed to ask for the queue's depth") < 0)
 		return -1;
 	ok = reply.decoded;
 	return (long)ok->message_count;
@@ -947,48 +497,13 @@ static void publish_gauges(struct consumer *c)
 }
 
 
-static int buffered(struct consumer *c)
-{
-	return inbound_buffered(&c->in);
-}
-
-
-/* Reads one frame and acts on it. Returns 0, or as wait_frame. */
-static int read_one(struct consumer *c)
-{
-	amqp_frame_t f;
-	int rc = next_frame(c, &f);
-
-	if (rc == -EAGAIN)
-		return 0;
-	if (rc < 0)
-		return rc;
-	if (f.frame_type == AMQP_FRAME_METHOD)
-		rc = on_method(c, &f);
-	if (!amqp_frames_enqueued(c->conn))
-		amqp_maybe_release_buffers(c->conn);
-	return rc;
-}
-
-
 /* One turn of the loop: settle what finished, then read frames. While
  * deliveries are already in rabbitmq-c's buffer they are read on and
  * handed to the pool together: waking a worker per message cost more
  * system time than the rest of a no-op job. */
-static void submit_pending(struct consumer *c)
-{
-	if (!c->npending)
-		return;
-	pool_submit(c->o->pool, c->pending, c->npending);
-	c->pending = c->pending_tail = NULL;
-	c->npending = 0;
-	c->pending_bytes = 0;
-}
-
-
 static int turn(struct consumer *c)
 {
-	int rc = settle_list(c, pool_collect(c->o->pool));
+	int rc = consumer_settle_list(c, pool_collect(c->o->pool));
 
 	if (rc < 0)
 		return rc;
@@ -997,10 +512,10 @@ static int turn(struct consumer *c)
 		return status_error(c, rc, "lost the broker");
 	publish_gauges(c);
 	do {
-		rc = read_one(c);
+		rc = channel_read_one(c);
 	} while (rc == 0 && c->npending && c->npending < SUBMIT_MAX &&
-		 c->pending_bytes < SUBMIT_MAX_BYTES && buffered(c));
-	submit_pending(c);
+		 c->pending_bytes < SUBMIT_MAX_BYTES && channel_buffered(c));
+	channel_submit(c);
 	return rc;
 }
 
@@ -1092,7 +607,7 @@ static int session_open(struct consumer *c)
 			rc = govern(c, 1); /* before the first delivery */
 	}
 	if (rc == 0 && !c->paused && !c->stopping)
-		rc = start_consuming(c);
+		rc = channel_consume(c);
 	if (rc < 0) {
 		session_drop(c);
 		return rc;
@@ -1118,7 +633,7 @@ static void backoff_sleep(struct consumer *c, double seconds)
 	while (!*c->o->stop && now_s() < until) {
 		metrics_tick(c->o->metrics);
 		poll(&pfd, 1, TICK_MS);
-		settle_list(c, pool_collect(c->o->pool));
+		consumer_settle_list(c, pool_collect(c->o->pool));
 	}
 }
 
@@ -1203,7 +718,7 @@ int consumer_run(const struct consumer_opts *opts, struct consumer_summary *sum,
 	if (rc > 0)
 		rc = 0;
 	if (rc == 0)
-		rc = settle_list(&c, pool_collect(opts->pool));
+		rc = consumer_settle_list(&c, pool_collect(opts->pool));
 	summarize(&c);
 	/* Closing the connection hands every unacked delivery back to the
 	 * broker, which is what a job still running after the grace period
